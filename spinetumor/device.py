@@ -1,0 +1,46 @@
+"""Which torch device inference and training use: CUDA, then Apple MPS, then CPU.
+
+Overridden by an explicit choice (the ``--device`` option) or by the environment
+variable ``SPINETUMOR_DEVICE``; every torch code path asks :func:`select_device`.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_VAR = "SPINETUMOR_DEVICE"
+CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+class DeviceError(ValueError):
+    """The requested device does not exist on this machine."""
+
+
+def select_device(requested: str | None = None):
+    """Return a ``torch.device``: ``requested``, else $SPINETUMOR_DEVICE, else the best available.
+
+    ``auto`` (the default) picks CUDA, then MPS, then CPU. Asking for a device that is
+    not available raises :class:`DeviceError` instead of silently falling back.
+    """
+    import torch
+
+    choice = (requested or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    base = choice.split(":")[0]
+    if base not in CHOICES:
+        raise DeviceError(f"unknown device {choice!r}; choose one of {', '.join(CHOICES)}")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available(torch):
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu or auto)")
+    if base == "mps" and not _mps_available(torch):
+        raise DeviceError("device 'mps' was requested but Apple MPS is not available (use --device cpu or auto)")
+    return torch.device(choice)
+
+
+def _mps_available(torch) -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
