@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from . import labels as label_table
 from .volume import Volume, from_sitk, to_sitk
+
+log = logging.getLogger(__name__)
 
 #: File endings the readers accept (DICOM comes as a folder).
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -55,6 +58,9 @@ def read_volume(path, *, validate: bool = True) -> Volume:
     volume = from_sitk(image)
     if validate:
         validate_volume(volume, str(path))
+    if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():
+        log.warning("%s: %d NaN or infinite voxels read as 0", path, int((~np.isfinite(volume.array)).sum()))
+        volume = volume.with_array(np.nan_to_num(volume.array, nan=0.0, posinf=0.0, neginf=0.0))
     return volume
 
 
@@ -74,11 +80,16 @@ def _read_dicom_series(folder: Path):
     reader = sitk.ImageSeriesReader()
     best_files: list[str] = []
     folders = [folder] + [p for p in sorted(folder.rglob("*")) if p.is_dir()]
-    for sub in folders:
-        for series_id in reader.GetGDCMSeriesIDs(str(sub)) or ():
-            files = list(reader.GetGDCMSeriesFileNames(str(sub), series_id))
-            if len(files) > len(best_files):
-                best_files = files
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)   # GDCM warns on every folder without DICOM
+    try:
+        for sub in folders:
+            for series_id in reader.GetGDCMSeriesIDs(str(sub)) or ():
+                files = list(reader.GetGDCMSeriesFileNames(str(sub), series_id))
+                if len(files) > len(best_files):
+                    best_files = files
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if not best_files:
         raise InputError(f"{folder}: no DICOM series found in this folder")
     if len(best_files) < 2:
@@ -103,7 +114,11 @@ def _squeeze_to_3d(image, path: Path):
 
 
 def validate_volume(volume: Volume, name: str = "input") -> None:
-    """Raise InputError when a volume cannot be analysed (too small, empty, NaN, constant)."""
+    """Raise InputError when a volume cannot be analysed (too small, constant, or without finite values).
+
+    Some non-finite voxels are tolerated (``read_volume`` reads them as 0): resampled
+    NIfTI files often carry NaN outside the scanned field of view.
+    """
     shape = volume.shape
     if min(shape) < 1 or sum(s > 1 for s in shape) < 3:
         raise InputError(f"{name}: is {'x'.join(map(str, shape[::-1]))} voxels; a 3D volume with "
@@ -113,8 +128,7 @@ def validate_volume(volume: Volume, name: str = "input") -> None:
         finite = np.isfinite(array)
         if not finite.any():
             raise InputError(f"{name}: contains no finite values (all NaN or infinite)")
-        if not finite.all():
-            raise InputError(f"{name}: contains {int((~finite).sum())} NaN or infinite voxels")
+        array = np.where(finite, array, 0)
     if array.max() == array.min():
         raise InputError(f"{name}: is empty (every voxel is {array.flat[0]})")
 

@@ -1,0 +1,26 @@
+"""Shared pytest fixtures: paths to bundled test data and to ../shared/data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_DATA = REPO / "Testing" / "Data"
+SHARED_DATA = Path(os.environ.get("SPINETUMOR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """The small real scans bundled under Testing/Data (always present)."""
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (the 12 labeled Chu cases and others); skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not available on this machine")
+    return SHARED_DATA
