@@ -142,9 +142,10 @@ def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing) -> tuple[np.
     if not pred.any() or not truth.any():
         raise ValueError("surface distances need two non-empty masks")
     sampling = _kji_sampling(spacing)
-    # Surfaces are found on the full array so that the array border (not the crop border) closes them.
+    # The one-voxel margin keeps the crop's border outside both masks, except where the box
+    # meets the array border, which closes the surface exactly as on the full array.
     box = _bounding_box(pred | truth)
-    s_pred, s_truth = surface(pred)[box], surface(truth)[box]
+    s_pred, s_truth = surface(pred[box]), surface(truth[box])
     to_truth = ndimage.distance_transform_edt(~s_truth, sampling=sampling)
     to_pred = ndimage.distance_transform_edt(~s_pred, sampling=sampling)
     return to_truth[s_pred], to_pred[s_truth]
@@ -283,7 +284,9 @@ def label_metrics(pred: Volume, truth: Volume, labels: list[int] | None = None,
     in either map. Each result holds the keys of :func:`overlap` and
     :func:`surface_metrics`; labels that are vertebral levels (``levels``, by default
     the project's vertebra labels) also get ``centroid_distance_mm`` and
-    ``identified`` from :func:`identification`, computed among the evaluated levels.
+    ``identified`` from :func:`identification`, computed among the evaluated levels
+    (``inf`` / ``False`` for a level the prediction lacks, ``nan`` / ``False`` for a
+    level only the prediction has).
     Raises ``ValueError`` when the two volumes are not on the same grid: comparing
     voxel by voxel across different geometries would silently give wrong numbers.
     """

@@ -21,5 +21,5 @@ TILE = 256
 NUM_CLASSES = 8
 
 
-class Cancelled(RuntimeError):
-    """Raised when the caller's ``cancel()`` callable asked to stop."""
+# One cancellation type for the whole engine (see spinetumor.progress).
+from ..progress import Cancelled, check_cancel, report  # noqa: E402,F401
