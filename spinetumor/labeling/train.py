@@ -1,0 +1,375 @@
+"""Training the vertebra-labeling U-Net: cached slices, augmentation, checkpoints, resume.
+
+One epoch draws a fixed number of slices (seeded by ``(seed, epoch)``, so a resumed
+run draws exactly what an uninterrupted one would), augments them, and ends with a
+validation pass over the held-out cases and a checkpoint (model, optimizer, epoch,
+RNG states, history) in ``out/checkpoint.pt``; the best validation Dice so far is also
+kept as ``out/best.pt``. Checkpoints hold tensors and plain values only and are read
+with ``torch.load(weights_only=True)``: nothing is unpickled.
+
+Split (fixed, by case id): Chu cases chu_17, chu_18, chu_19 validate; the other nine
+train, together with tumor-free phantoms when :mod:`spinetumor.phantom` is available.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import NUM_CLASSES, TILE
+from .dataset import CHU_TRAINING, CHU_VALIDATION, build_cache, load_cache, phantom_available
+from .network import NetConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored in checkpoints and the model manifest)."""
+
+    epochs: int = 40
+    samples_per_epoch: int = 400
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    phantoms: int = 0                       # number of tumor-free phantoms added to training
+    train_cases: tuple = CHU_TRAINING
+    val_cases: tuple = CHU_VALIDATION
+    empty_slice_weight: float = 0.15        # sampling weight of slices without any vertebra
+    net: dict = field(default_factory=lambda: NetConfig().to_dict())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train_cases"], d["val_cases"] = list(self.train_cases), list(self.val_cases)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["train_cases"], d["val_cases"] = tuple(d["train_cases"]), tuple(d["val_cases"])
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# --- batches and augmentation --------------------------------------------------------------
+
+def fit_canvas(image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None, size: int = TILE):
+    """Pad (centred) or crop (random, or centred without ``rng``) a slice to ``size`` x ``size``."""
+    out_img = np.zeros((size, size), np.float32)
+    out_lab = np.zeros((size, size), np.int64)
+    src, dst = [], []
+    for n in image.shape:
+        if n <= size:
+            off = (size - n) // 2
+            src.append(slice(0, n))
+            dst.append(slice(off, off + n))
+        else:
+            off = int(rng.integers(0, n - size + 1)) if rng is not None else (n - size) // 2
+            src.append(slice(off, off + size))
+            dst.append(slice(0, size))
+    out_img[dst[0], dst[1]] = image[src[0], src[1]]
+    out_lab[dst[0], dst[1]] = label[src[0], src[1]]
+    return out_img, out_lab
+
+
+def sample_slice(stack_img, stack_lab, s, rng):
+    """One training slice, sometimes averaged with its neighbours to mimic thick sagittal slices."""
+    img = stack_img[s].astype(np.float32)
+    if rng.random() < 0.3:
+        half = int(rng.integers(1, 3))
+        lo, hi = max(0, s - half), min(len(stack_img), s + half + 1)
+        img = stack_img[lo:hi].astype(np.float32).mean(axis=0)
+    return img, stack_lab[s]
+
+
+def augment_batch(images, labels, rng):
+    """Geometric and intensity augmentation of a batch (torch tensors [B,1,H,W], [B,H,W]).
+
+    Rotation +-10 degrees, scale 0.85..1.15, shift +-24 px; thick in-plane rows
+    (downsample rows by 2-4 and back, as in an axial acquisition); partial field of view
+    (top blanked); intensity scale, gamma, multiplicative smooth bias field, noise.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, h, w = images.shape
+    theta = torch.zeros(b, 2, 3)
+    for n in range(b):
+        angle = math.radians(rng.uniform(-10, 10))
+        scale = rng.uniform(0.85, 1.15)
+        tx, ty = rng.uniform(-24, 24) * 2 / w, rng.uniform(-24, 24) * 2 / h
+        c, s = math.cos(angle) / scale, math.sin(angle) / scale
+        theta[n] = torch.tensor([[c, -s, tx], [s, c, ty]], dtype=torch.float32)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros",
+                           align_corners=False)[:, 0].long()
+    yy = torch.linspace(-1, 1, h)[:, None].expand(h, w)
+    xx = torch.linspace(-1, 1, w)[None, :].expand(h, w)
+    for n in range(b):
+        img = images[n, 0]
+        if rng.random() < 0.2:                       # thick rows: axial acquisition seen sagittally
+            f = int(rng.integers(2, 5))
+            img = F.interpolate(F.avg_pool2d(img[None, None], (f, 1), ceil_mode=True),
+                                size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        if rng.random() < 0.15:                      # partial field of view: nothing above a row
+            cut = int(rng.integers(20, h // 2))
+            img[:cut] = 0
+            labels[n, :cut] = 0
+        img = img.clamp(min=0) * rng.uniform(0.8, 1.2)
+        img = img.clamp(min=0) ** rng.uniform(0.7, 1.5)
+        coeffs = rng.uniform(-0.3, 0.3, 5)
+        bias = torch.exp(coeffs[0] * xx + coeffs[1] * yy + coeffs[2] * xx * yy
+                         + coeffs[3] * (xx ** 2 - 0.33) + coeffs[4] * (yy ** 2 - 0.33))
+        img = img * bias
+        sigma = rng.uniform(0.0, 0.05)
+        if sigma > 0:
+            noise = torch.from_numpy(rng.normal(0, sigma, (2, h, w)).astype(np.float32))
+            img = torch.sqrt((img + noise[0]) ** 2 + noise[1] ** 2)   # Rician, as magnitude MR
+        images[n, 0] = img
+    return images, labels
+
+
+def draw_epoch(cases: dict, names: list[str], n: int, rng, empty_weight: float):
+    """``n`` (case, slice) pairs, slices with vertebrae favoured over empty ones."""
+    pairs, weights = [], []
+    for name in names:
+        lab = cases[name][1]
+        has = lab.reshape(len(lab), -1).max(axis=1) > 0
+        for s in range(len(lab)):
+            pairs.append((name, s))
+            weights.append(1.0 if has[s] else empty_weight)
+    weights = np.asarray(weights) / np.sum(weights)
+    picks = rng.choice(len(pairs), size=n, replace=True, p=weights)
+    return [pairs[i] for i in picks]
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+def _rng_state() -> dict:
+    import torch
+
+    return {"python": json.dumps(random.getstate()), "numpy": json.dumps(np.random.get_state()[1].tolist()
+                                                                           + list(np.random.get_state()[2:])),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    py = json.loads(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    values = json.loads(state["numpy"])
+    keys = np.asarray(values[:624], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, int(values[624]), int(values[625]), float(values[626])))
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path, model, optimizer, epoch: int, config: TrainConfig, history: list) -> Path:
+    """Write model, optimizer, epoch, RNG states and history atomically (tensors + plain values)."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "rng": _rng_state(), "config": json.dumps(config.to_dict()),
+                "history": json.dumps(history)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint without unpickling anything (``weights_only=True``)."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["config"] = TrainConfig.from_dict(json.loads(ckpt["config"]))
+    ckpt["history"] = json.loads(ckpt["history"])
+    return ckpt
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def predict_stack(model, stack: np.ndarray, device, batch: int = 16) -> np.ndarray:
+    """Argmax labels of every slice of a cached case (slices fitted to the canvas, centred)."""
+    import torch
+
+    model.eval()
+    out = np.zeros(stack.shape, np.uint8)
+    dummy = np.zeros(stack.shape[1:], np.uint8)
+    with torch.inference_mode():
+        for start in range(0, len(stack), batch):
+            imgs = [fit_canvas(stack[s].astype(np.float32), dummy, None)[0] for s in range(start, min(start + batch, len(stack)))]
+            logits = model(torch.from_numpy(np.stack(imgs)[:, None]).to(device))
+            pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
+            for n, s in enumerate(range(start, start + len(imgs))):
+                out[s] = _uncanvas(pred[n], stack.shape[1:])
+    return out
+
+
+def _uncanvas(canvas: np.ndarray, shape) -> np.ndarray:
+    """Inverse of the centred :func:`fit_canvas` for one slice (zeros where the slice was cropped)."""
+    out = np.zeros(shape, canvas.dtype)
+    src, dst = [], []
+    size = canvas.shape[0]
+    for n in shape:
+        if n <= size:
+            off = (size - n) // 2
+            src.append(slice(off, off + n))
+            dst.append(slice(0, n))
+        else:
+            off = (n - size) // 2
+            src.append(slice(0, size))
+            dst.append(slice(off, off + size))
+    out[dst[0], dst[1]] = canvas[src[0], src[1]]
+    return out
+
+
+def validate(model, cases: dict, names, device) -> dict:
+    """Per-level 3D Dice on the cached grid (no post-processing) and its mean over levels and cases."""
+    per_case = {}
+    for name in names:
+        img, lab = cases[name]
+        pred = predict_stack(model, img, device)
+        dices = {}
+        for level in range(1, NUM_CLASSES):
+            p, t = pred == level, lab == level
+            denom = p.sum() + t.sum()
+            if t.any():
+                dices[level] = float(2 * (p & t).sum() / denom)
+        per_case[name] = dices
+    all_d = [d for c in per_case.values() for d in c.values()]
+    return {"mean_dice": float(np.mean(all_d)) if all_d else 0.0, "per_case": per_case}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool = False, device=None,
+          log=print, cache=None) -> dict:
+    """Train (or resume) a labeling network in ``out``; returns the history.
+
+    ``chu_dir`` is the folder of the Chu cases (default ../shared/data/chu_lumbar_t2);
+    ``cache`` overrides the prepared-slices file (default ``out/slices.npz``).
+    """
+    import torch
+
+    from ..device import select_device
+    from .network import build_unet, segmentation_loss
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if resume and ckpt is None:
+        log(f"no checkpoint in {out}; starting a new run")
+    config = ckpt["config"] if ckpt else (config or TrainConfig())
+    if ckpt and config is not None and hasattr(config, "epochs"):
+        pass
+    device = select_device(device) if not hasattr(device, "type") else device
+    chu_dir = Path(chu_dir) if chu_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "chu_lumbar_t2"
+    seeds = range(1000, 1000 + config.phantoms) if config.phantoms and phantom_available() else ()
+    if config.phantoms and not seeds:
+        log("spinetumor.phantom is not available: training on the real cases only")
+    cache_path = build_cache(cache or out / "slices.npz", chu_dir,
+                             tuple(config.train_cases) + tuple(config.val_cases), seeds, progress=log)
+    cases = load_cache(cache_path)
+    train_names = [n for n in cases if n in config.train_cases or n.startswith("phantom_")]
+    val_names = [n for n in config.val_cases if n in cases]
+
+    torch.manual_seed(config.seed)
+    model = build_unet(NetConfig.from_dict(config.net)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history, start = [], 0
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        history, start = ckpt["history"], int(ckpt["epoch"]) + 1
+        log(f"resumed from epoch {start - 1}")
+    steps = max(1, config.samples_per_epoch // config.batch_size)
+    for epoch in range(start, config.epochs):
+        t0 = time.time()
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 100003 + epoch)
+        lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        picks = draw_epoch(cases, train_names, steps * config.batch_size, rng, config.empty_slice_weight)
+        model.train()
+        losses = []
+        for step in range(steps):
+            imgs, labs = [], []
+            for name, s in picks[step * config.batch_size:(step + 1) * config.batch_size]:
+                img, lab = sample_slice(*cases[name], s, rng)
+                img, lab = fit_canvas(img, lab, rng)
+                imgs.append(img)
+                labs.append(lab)
+            x, y = augment_batch(torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs)), rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss = segmentation_loss(model(x.to(device)), y.to(device))
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        val = validate(model, cases, val_names, device) if val_names else {"mean_dice": float("nan"), "per_case": {}}
+        entry = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_dice": val["mean_dice"],
+                 "val_per_case": val["per_case"], "seconds": round(time.time() - t0, 1)}
+        history.append(entry)
+        best = max((h["val_dice"] for h in history[:-1]), default=-1.0)
+        save_checkpoint(ckpt_path, model, optimizer, epoch, config, history)
+        if not val_names or entry["val_dice"] > best:
+            torch.save({"model": model.state_dict(), "epoch": epoch, "val_dice": entry["val_dice"],
+                        "config": json.dumps(config.to_dict())}, out / "best.pt.part")
+            (out / "best.pt.part").replace(out / "best.pt")
+        log(f"epoch {epoch + 1}/{config.epochs} loss {entry['loss']:.4f} val dice {entry['val_dice']:.4f} "
+            f"lr {lr:.2e} ({entry['seconds']} s)")
+    return {"history": history, "config": config.to_dict()}
+
+
+def main(argv=None) -> int:
+    """``python -m spinetumor.labeling.train --out DIR [...]`` (the same options as the CLI)."""
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m spinetumor.labeling.train")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run_from_args(args)
+    return 0
+
+
+def add_arguments(p) -> None:
+    """Options shared by ``spinetumor train labeling`` and ``python -m spinetumor.labeling.train``."""
+    p.add_argument("--out", required=True, help="run folder (checkpoints, cache, log)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--samples-per-epoch", type=int, default=TrainConfig.samples_per_epoch)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
+    p.add_argument("--phantoms", type=int, default=0, help="tumor-free phantoms added to training")
+    p.add_argument("--depth", type=int, default=6, help="U-Net levels (6, or 4 for the ablation)")
+    p.add_argument("--base", type=int, default=8, help="channels of the first level")
+    p.add_argument("--no-attention", action="store_true", help="plain skip connections (ablation)")
+    p.add_argument("--chu-dir", default=None, help="folder of the Chu cases")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+
+def run_from_args(args) -> dict:
+    """Build the config from parsed options and train."""
+    net = NetConfig(depth=args.depth, base=args.base, attention=not args.no_attention).to_dict()
+    config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
+                         seed=args.seed, phantoms=args.phantoms, net=net)
+    result = train(args.out, config, chu_dir=args.chu_dir, resume=args.resume, device=args.device)
+    if args.resume and result["config"]["epochs"] != args.epochs:
+        pass
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
