@@ -160,10 +160,28 @@ def write_volume(volume: Volume, path) -> Path:
     return path
 
 
+def _json_safe(value):
+    """Standard JSON: numpy scalars and arrays become Python values, NaN and infinity become null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def write_json(data, path) -> Path:
-    """Write JSON (indented, UTF-8) atomically."""
+    """Write standard JSON (indented, UTF-8; NaN and infinity as null) atomically."""
+    text = json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
     return Path(path)
 
 

@@ -193,6 +193,16 @@ def test_segmentation_file_keeps_names_colors_codes_and_geometry(tmp_path):
     assert "Segment0_Extent:=3 8 2 5 1 2" in header
 
 
+def test_json_is_standard_with_numpy_values_and_nan(tmp_path):
+    import json
+
+    from spinetumor.io import write_json
+
+    path = write_json({"a": np.float32(1.5), "b": [np.int64(2), float("nan")], "c": np.array([1.0, np.inf])},
+                      tmp_path / "x.json")
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [2, None], "c": [1.0, None]}
+
+
 def test_inputs_are_never_modified(tmp_path, test_data):
     source = test_data / SAGITTAL_SCANS[0]
     before = source.read_bytes()
