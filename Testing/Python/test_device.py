@@ -1,0 +1,35 @@
+"""Device choice: CUDA, then MPS, then CPU; overridable by argument and $SPINETUMOR_DEVICE."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spinetumor.device import ENV_VAR, DeviceError, select_device  # noqa: E402
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto").type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto").type == "cpu"
+
+
+def test_environment_variable_overrides_auto(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device().type == "cpu"
+    assert select_device("cuda:1") == torch.device("cuda:1")      # an explicit choice beats the variable
+
+
+def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no CUDA GPU is available"):
+        select_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        select_device("tpu")
