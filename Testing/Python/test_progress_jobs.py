@@ -58,3 +58,22 @@ def test_background_job_can_be_cancelled(tmp_path):
     job.cancel()
     state = job.wait(timeout=30)
     assert state.finished and state.returncode != 0 and state.error == "cancelled"
+
+
+def test_dependency_check_names_what_is_missing():
+    from spinetumor.slicer_support import missing_packages
+
+    assert missing_packages(["numpy", "json"]) == []
+    assert missing_packages(["numpy", "surely_not_installed_pkg"]) == ["surely_not_installed_pkg"]
+
+
+def test_background_job_environment_finds_the_engine(tmp_path):
+    """A job started the way Slicer widgets start it imports spinetumor from this checkout."""
+    from spinetumor.slicer_support import engine_environment
+
+    job = BackgroundJob(["--version"], env=engine_environment())
+    job.start()
+    state = job.wait(timeout=60)
+    assert state.returncode == 0
+    root = engine_environment()["PYTHONPATH"].split(":")[0]
+    assert (__import__("pathlib").Path(root) / "spinetumor" / "__init__.py").exists()

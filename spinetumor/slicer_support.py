@@ -1,0 +1,150 @@
+"""What every SpineTumor Slicer widget needs besides the MRML bridge: dependencies and background runs.
+
+* :func:`missing_packages` / :func:`ensure_dependencies`: install what the engine needs on first
+  use (never at import), after asking; torch comes from Slicer's PyTorch extension, which picks
+  the build matching the GPU driver, and packages Slicer bundles (numpy, SimpleITK) are never
+  replaced.
+* :class:`JobRunner`: runs a ``spinetumor`` command in a background process
+  (:class:`spinetumor.jobs.BackgroundJob`) and follows it from a ``qt.QTimer``, updating a
+  progress bar and turning the Apply button into Cancel, so Slicer stays responsive.
+
+``slicer`` and ``qt`` are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .jobs import BackgroundJob
+
+#: import name -> pip requirement, for what the engine imports lazily (torch handled apart).
+PIP_REQUIREMENTS = {
+    "safetensors": "safetensors>=0.4,<1",
+    "sklearn": "scikit-learn>=1.3,<1.10",
+    "skfuzzy": "scikit-fuzzy>=0.5,<0.6",
+    "packaging": "packaging>=23",
+    "networkx": "networkx>=3,<4",
+    "skops": "skops>=0.9,<0.17",
+    "tqdm": "tqdm>=4.60,<5",
+}
+
+
+def missing_packages(import_names=None) -> list[str]:
+    """Import names among ``import_names`` (default: torch and every pip requirement) not installed."""
+    names = list(import_names) if import_names is not None else ["torch", *PIP_REQUIREMENTS]
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def ensure_dependencies(import_names=None, ask: bool = True) -> bool:
+    """Install missing engine dependencies inside Slicer; False when the user declined.
+
+    Torch is installed through the PyTorch extension (``PyTorchUtils``); the rest with
+    ``slicer.util.pip_install`` without dependencies that would replace Slicer's own packages.
+    """
+    import slicer
+
+    missing = missing_packages(import_names)
+    if not missing:
+        return True
+    if ask and not slicer.util.confirmOkCancelDisplay(
+            "SpineTumor needs these Python packages, which are not installed yet:\n\n  "
+            + ", ".join(missing) + "\n\nInstall them now? This can take a few minutes.",
+            "Install dependencies"):
+        return False
+    if "torch" in missing:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError("SpineTumor needs the PyTorch extension: install it from the Extension Manager "
+                               "and restart Slicer") from None
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+            raise RuntimeError("PyTorch could not be installed; see the PyTorch extension's messages")
+    requirements = [PIP_REQUIREMENTS[name] for name in missing if name in PIP_REQUIREMENTS]
+    if requirements:
+        slicer.util.pip_install(requirements)
+    still = missing_packages(import_names)
+    if still:
+        raise RuntimeError("these packages are still missing after installation: " + ", ".join(still))
+    return True
+
+
+def engine_python() -> str:
+    """The Python that runs background jobs: Slicer's PythonSlicer when present, else this one."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def engine_environment() -> dict:
+    """Environment for background jobs: the folder holding the ``spinetumor`` package on PYTHONPATH."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def new_work_folder(prefix: str) -> Path:
+    """A fresh temporary folder for one background run's inputs and outputs."""
+    return Path(tempfile.mkdtemp(prefix=f"SpineTumor-{prefix}-"))
+
+
+class JobRunner:
+    """Drive one :class:`BackgroundJob` from the Qt event loop.
+
+    ``on_progress(fraction, message)`` is called on every poll, ``on_done(state)`` once at the end
+    (``state.returncode == 0`` on success, ``state.error`` otherwise, ``"cancelled"`` after
+    :meth:`cancel`). The widget imports results in ``on_done`` only on success, so the scene is
+    untouched by a failed or cancelled run.
+    """
+
+    def __init__(self, arguments: list[str], on_progress: Callable[[float, str], None],
+                 on_done: Callable, interval_ms: int = 200):
+        import qt
+
+        self.job = BackgroundJob([*map(str, arguments), "--progress", "json"], python=engine_python(),
+                                 env=engine_environment())
+        self._on_progress = on_progress
+        self._on_done = on_done
+        self._timer = qt.QTimer()
+        self._timer.setInterval(interval_ms)
+        self._timer.connect("timeout()", self._poll)
+
+    @property
+    def running(self) -> bool:
+        return self._timer.isActive()
+
+    def start(self) -> "JobRunner":
+        self.job.start()
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def _poll(self) -> None:
+        state = self.job.poll()
+        self._on_progress(state.progress, state.message)
+        if state.finished:
+            self._timer.stop()
+            self._on_done(state)
+
+
+def set_busy(button, progress_bar, busy: bool, idle_text: str, status_label=None, message: str = "") -> None:
+    """Switch the Apply button between its idle text and Cancel, and show or hide the progress bar."""
+    button.text = "Cancel" if busy else idle_text
+    progress_bar.visible = busy
+    if not busy:
+        progress_bar.value = 0
+    if status_label is not None:
+        status_label.text = message
+
+
+def show_progress(progress_bar, status_label, fraction: float, message: str) -> None:
+    """Show a job's progress (0..1) and its current step."""
+    progress_bar.value = int(round(100 * fraction))
+    if status_label is not None and message:
+        status_label.text = message
+
