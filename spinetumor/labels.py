@@ -12,7 +12,18 @@ Label maps by file:
   tumor-related tissue labels (34, 35) appear in combined segmentations.
 
 Codes follow the DICOM/Slicer terminology triplet (coding scheme, code value, meaning).
-Slicer reads them from the ``TerminologyEntry`` tag that :func:`terminology_entry` builds.
+Slicer reads them from the ``TerminologyEntry`` tag that :func:`terminology_entry` builds,
+and ``python -m spinetumor.labels`` writes the matching Slicer color table and terminology
+context (``Resources/SpineTumor.ctbl``, ``Resources/SpineTumor.term.json``).
+
+Where the codes come from (checked 2026-11-22): the DICOM PS3.16 context groups as
+pydicom 3.0.2 lists them (vertebrae, cord, vertebral canal, arch of vertebra,
+subcutaneous tissue, subarachnoid space, erector spinae, neoplasm, cyst, tissue);
+SlicerTotalSegmentator's SNOMED mapping and terminology file (sacrum, spinal cord,
+erector spinae, neoplasm, cyst, Morphologically Altered Structure and Slicer's
+Anatomical Structure 123037004, which DICOM codes 91723000); TotalSegmentator's DICOM
+export (intervertebral disc); HL7 FHIR SNOMED value sets (cauda equina, edema).
+The spinal epidural space code 281584009 was found in none of these sources.
 """
 
 from __future__ import annotations
@@ -24,6 +35,10 @@ ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 TISSUE = ("SCT", "85756007", "Tissue")
 MORPHOLOGICALLY_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
 NEOPLASM = ("SCT", "108369006", "Neoplasm")
+
+#: Name of the project's Slicer terminology context (``Resources/SpineTumor.term.json``);
+#: segments' ``TerminologyEntry`` tags refer to it.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - SpineTumor"
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,7 @@ def terminology_entry(label: Label) -> str:
         return "^".join(triplet) if triplet else "^^"
 
     return "~".join([
-        "Segmentation category and type - 3D Slicer General Anatomy list",
+        TERMINOLOGY_CONTEXT,
         code(label.category),
         code(label.type),
         "^^",
@@ -150,3 +165,78 @@ def color_table_lines(labels=LABELS) -> list[str]:
         r, g, b = label.color
         lines.append(f"{label.value} {label.name.replace(' ', '_')} {r} {g} {b} 255")
     return lines
+
+
+# --- Slicer resources generated from the table ----------------------------------------------
+
+#: The dcmqi schema Slicer's ``*.term.json`` terminology files declare.
+TERMINOLOGY_SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/segment-context-schema.json#"
+
+
+def _code(triplet) -> dict:
+    """A (scheme, value, meaning) triplet as the code fields of a terminology JSON entry."""
+    scheme, value, meaning = triplet
+    return {"CodingSchemeDesignator": scheme, "CodeValue": value, "CodeMeaning": meaning}
+
+
+def terminology_json(labels=LABELS) -> dict:
+    """The Slicer terminology context (``SegmentationCategoryTypeModifier`` format) of the table.
+
+    Categories and types appear in table order, each type once: labels that share a
+    type (the tumor compartments are all "Neoplasm") differ only in their anatomic
+    region, which the segment's terminology tag carries, so the type takes the name
+    and color of its first label. Morphologically altered categories show the
+    anatomy selector (``showAnatomy``), so the region can be picked in Slicer.
+    """
+    categories: dict[tuple, dict] = {}
+    for label in labels:
+        category = categories.setdefault(label.category, {
+            **_code(label.category),
+            "showAnatomy": label.category != ANATOMICAL_STRUCTURE and label.category != TISSUE,
+            "Type": [],
+        })
+        if any(t["CodeValue"] == label.type[1] and t["CodingSchemeDesignator"] == label.type[0]
+               for t in category["Type"]):
+            continue
+        category["Type"].append({
+            **_code(label.type),
+            "recommendedDisplayRGBValue": list(label.color),
+            "3dSlicerLabel": label.name,
+        })
+    return {
+        "SegmentationCategoryTypeContextName": TERMINOLOGY_CONTEXT,
+        "@schema": TERMINOLOGY_SCHEMA,
+        "SegmentationCodes": {"Category": list(categories.values())},
+    }
+
+
+def resource_texts(labels=LABELS) -> dict[str, str]:
+    """File name -> exact text of every Slicer resource generated from the table."""
+    import json
+
+    return {
+        "SpineTumor.ctbl": "\n".join(color_table_lines(labels)) + "\n",
+        "SpineTumor.term.json": json.dumps(terminology_json(labels), indent=2) + "\n",
+    }
+
+
+def write_resources(folder) -> list:
+    """Write the color table and terminology files into ``folder`` (atomically); return their paths.
+
+    Run ``python -m spinetumor.labels`` after changing the table; a test checks that
+    the committed ``Resources/`` files equal what the table generates.
+    """
+    from pathlib import Path
+
+    from .io import write_text
+
+    return [write_text(text, Path(folder) / name) for name, text in resource_texts().items()]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "Resources"
+    for written in write_resources(target):
+        print(written)

@@ -369,8 +369,7 @@ def points_to_markups(points, name: str, scene=None, node=None):
         node.RemoveAllControlPoints()
         for label, xyz in points:
             xyz = np.asarray(xyz, dtype=float).reshape(3)
-            index = node.AddControlPoint(float(xyz[0]), float(xyz[1]), float(xyz[2]), str(label))
-            node.SetNthControlPointLocked(index, False)
+            node.AddControlPoint(float(xyz[0]), float(xyz[1]), float(xyz[2]), str(label))
     finally:
         node.EndModify(was_modifying)
     if node.GetDisplayNode() is None:

@@ -24,3 +24,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not available on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def _headless_slicer():
+    """One headless Slicer session (scene, logics, slicer.modules shims) for the whole test run."""
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from slicer_headless import create_headless_scene
+
+    return create_headless_scene()
+
+
+@pytest.fixture
+def mrml_scene(_headless_slicer):
+    """An empty MRML scene set as ``slicer.mrmlScene``; cleared after each test."""
+    _headless_slicer.clear()
+    yield _headless_slicer.scene
+    _headless_slicer.clear()
