@@ -14,7 +14,7 @@ Label maps by file:
 Codes follow the DICOM/Slicer terminology triplet (coding scheme, code value, meaning).
 Slicer reads them from the ``TerminologyEntry`` tag that :func:`terminology_entry` builds,
 and ``python -m spinetumor.labels`` writes the matching Slicer color table and terminology
-context (``Resources/SpineTumor.ctbl``, ``Resources/SpineTumor.term.json``).
+context (``spinetumor/resources/SpineTumor.ctbl``, ``spinetumor/resources/SpineTumor.term.json``).
 
 Where the codes come from (checked 2026-11-22): the DICOM PS3.16 context groups as
 pydicom 3.0.2 lists them (vertebrae, cord, vertebral canal, arch of vertebra,
@@ -29,6 +29,7 @@ The spinal epidural space code 281584009 was found in none of these sources.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 #: (scheme, value, meaning) triplets used as categories.
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
@@ -36,7 +37,7 @@ TISSUE = ("SCT", "85756007", "Tissue")
 MORPHOLOGICALLY_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
 NEOPLASM = ("SCT", "108369006", "Neoplasm")
 
-#: Name of the project's Slicer terminology context (``Resources/SpineTumor.term.json``);
+#: Name of the project's Slicer terminology context (``spinetumor/resources/SpineTumor.term.json``);
 #: segments' ``TerminologyEntry`` tags refer to it.
 TERMINOLOGY_CONTEXT = "Segmentation category and type - SpineTumor"
 
@@ -210,6 +211,10 @@ def terminology_json(labels=LABELS) -> dict:
     }
 
 
+#: Where the generated Slicer files ship: inside the package, so Slicer modules find them installed.
+RESOURCE_FOLDER = Path(__file__).resolve().parent / "resources"
+
+
 def resource_texts(labels=LABELS) -> dict[str, str]:
     """File name -> exact text of every Slicer resource generated from the table."""
     import json
@@ -224,10 +229,8 @@ def write_resources(folder) -> list:
     """Write the color table and terminology files into ``folder`` (atomically); return their paths.
 
     Run ``python -m spinetumor.labels`` after changing the table; a test checks that
-    the committed ``Resources/`` files equal what the table generates.
+    the committed ``spinetumor/resources/`` files equal what the table generates.
     """
-    from pathlib import Path
-
     from .io import write_text
 
     return [write_text(text, Path(folder) / name) for name, text in resource_texts().items()]
@@ -235,8 +238,7 @@ def write_resources(folder) -> list:
 
 if __name__ == "__main__":
     import sys
-    from pathlib import Path
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "Resources"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else RESOURCE_FOLDER
     for written in write_resources(target):
         print(written)

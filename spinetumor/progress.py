@@ -72,6 +72,13 @@ class ConsoleProgress:
             self._bar.close()
 
 
+def add_progress_option(parser) -> None:
+    """Give a subcommand the ``--progress bar|json|none`` option read by :class:`ConsoleProgress`."""
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                        help="progress display: a bar on stderr (default), JSON lines on stdout "
+                             "(for Slicer), or none")
+
+
 def parse_progress_line(line: str) -> Optional[tuple[float, str]]:
     """Read a JSON progress line written by :class:`ConsoleProgress`; None for other lines."""
     if not line.startswith(JSON_PREFIX):

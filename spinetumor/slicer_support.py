@@ -74,6 +74,20 @@ def ensure_dependencies(import_names=None, ask: bool = True) -> bool:
     return True
 
 
+def load_terminology() -> str:
+    """Register SpineTumor's terminology (segment names and codes) with Slicer; returns its context name.
+
+    Segments written by the engine name this context in their ``TerminologyEntry`` tag, so
+    every module calls this once at startup. Loading twice is harmless.
+    """
+    import slicer
+
+    from .labels import RESOURCE_FOLDER
+
+    logic = slicer.modules.terminologies.logic()
+    return logic.LoadTerminologyFromFile(str(RESOURCE_FOLDER / "SpineTumor.term.json"))
+
+
 def engine_python() -> str:
     """The Python that runs background jobs: Slicer's PythonSlicer when present, else this one."""
     return shutil.which("PythonSlicer") or sys.executable

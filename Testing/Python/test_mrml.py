@@ -19,7 +19,7 @@ from spinetumor import labels
 from spinetumor.io import read_segmentation, read_volume, write_segmentation
 from spinetumor.volume import Volume, from_sitk
 
-RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
+RESOURCES = Path(__file__).resolve().parents[2] / "spinetumor" / "resources"
 FLIP = np.diag([-1.0, -1.0, 1.0])
 
 
