@@ -206,28 +206,23 @@ def summarize(all_samples: list[dict]) -> dict[str, dict]:
 
 
 def phantom_samples(n: int) -> list[dict]:
-    """Per-tissue intensities (ratio to the body median) of ``n`` tumor-free phantoms, by ground-truth label."""
-    from spinetumor import labels
-    from spinetumor.phantom import generate
+    """The same per-tissue samples as :func:`measure_case`, taken on ``n`` tumor-free phantoms.
 
-    groups = {
-        "body": [labels.value(k) for k in labels.LEVEL_NAMES] + [labels.value("T10")],
-        "disc": [labels.value("disc")],
-        "csf": [labels.value("canal")],
-        "cord": [labels.value("cord")],
-        "paraspinal_muscle": [labels.value("paraspinal_muscle")],
-        "subcutaneous_fat": [labels.value("subcutaneous_fat")],
-        "epidural_fat": [labels.value("epidural_fat")],
-        "posterior_elements": [labels.value("posterior_elements")],
-    }
+    Each phantom is reoriented to the canonical layout and resampled to 1 mm isotropic
+    (linear for the image, nearest for its vertebrae map), as the Chu scans were, so the
+    identical sampling code runs on real and synthetic data.
+    """
+    from spinetumor.phantom import generate
+    from spinetumor.volume import resample
+
     out = []
     for seed in range(n):
         case = generate(seed, "none")
-        canon, _ = to_canonical(case.image)
-        anat, _ = to_canonical(case.anatomy)
-        img, lab = canon.array, anat.array
-        ref = float(np.median(img[np.isin(lab, groups["body"])]))
-        out.append({k: img[np.isin(lab, v)] / ref for k, v in groups.items()})
+        image, _ = to_canonical(case.image)
+        vert, _ = to_canonical(case.vertebrae)
+        image = resample(image, (1.0, 1.0, 1.0))
+        vert = resample(vert, (1.0, 1.0, 1.0), label=True)
+        out.append(measure_case(image.array.astype(np.float32), vert.array.astype(np.int16)))
     return out
 
 
@@ -237,19 +232,18 @@ def plot_histograms(real: list[dict], phantom: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [("body", "body"), ("disc_nucleus", "disc"), ("csf", "csf"), ("cord", "cord"),
-             ("paraspinal_muscle", "paraspinal_muscle"), ("subcutaneous_fat", "subcutaneous_fat")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = plt.subplots(3, 3, figsize=(13, 10))
     bins = np.linspace(0, 4, 81)
-    for ax, (rk, pk) in zip(axes.ravel(), pairs):
-        r = np.concatenate([s[rk] / np.median(s["body"]) for s in real if s[rk].size])
-        p = np.concatenate([s[pk] for s in phantom])
-        ax.hist(r, bins=bins, density=True, alpha=0.55, label=f"real ({rk})")
-        ax.hist(p, bins=bins, density=True, alpha=0.55, label=f"phantom ({pk})")
-        ax.set_title(rk.replace("_", " "))
+    for ax, tissue in zip(axes.ravel(), TISSUES):
+        r = np.concatenate([s[tissue] / np.median(s["body"]) for s in real if s[tissue].size])
+        p = np.concatenate([s[tissue] / np.median(s["body"]) for s in phantom if s[tissue].size])
+        ax.hist(r, bins=bins, density=True, alpha=0.55, label=f"real ({len(real)} scans)")
+        if p.size:
+            ax.hist(p, bins=bins, density=True, alpha=0.55, label=f"phantom ({len(phantom)} seeds)")
+        ax.set_title(tissue.replace("_", " "))
         ax.set_xlabel("intensity / vertebral-body median")
         ax.legend(fontsize=8)
-    fig.suptitle("Tissue intensities: 12 Chu T2 scans (sampled) vs phantoms (ground-truth labels)")
+    fig.suptitle("Tissue intensities sampled the same way on the Chu T2 scans and on tumor-free phantoms")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -321,8 +315,11 @@ def main(argv=None) -> int:
     if not args.no_plots:
         phantom = phantom_samples(args.phantoms)
         plot_histograms(all_samples, phantom, args.images / "phantom_histograms.png")
-        print("phantom tissue medians (ratio to body median):",
-              {k: round(float(np.median(np.concatenate([p[k] for p in phantom]))), 3) for k in phantom[0]})
+        ph = summarize(phantom)
+        print(f"{'tissue':20s} {'real':>7s} {'phantom':>8s}   (same sampling, mean over cases)")
+        for t in TISSUES[1:]:
+            if t in ph:
+                print(f"{t:20s} {summary[t]['mean']:7.3f} {ph[t]['mean']:8.3f}")
         plot_side_by_side(shown, [(0, "none"), (1, "intramedullary"), (2, "extradural")],
                           args.images / "phantom_vs_real.png")
         print(f"wrote {args.images / 'phantom_histograms.png'} and {args.images / 'phantom_vs_real.png'}")
