@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from . import labels
-from .volume import CANONICAL_DIRECTION, Volume
+from .volume import CANONICAL_DIRECTION, Reorientation, Volume, reorient
 
 TUMOR_CHOICES = ("none", "intramedullary", "intradural-extramedullary", "extradural", "several", "random")
 
@@ -885,26 +885,6 @@ def _axcodes(direction_lps: np.ndarray) -> str:
     return out
 
 
-def _reorient(vol: Volume, perm, flip) -> Volume:
-    """Permute/flip the array axes of ``vol`` (array axis a <- source axis perm[a]), keeping positions exact."""
-    array = np.transpose(vol.array, perm)
-    flips = tuple(a for a in range(3) if flip[a])
-    if flips:
-        array = np.flip(array, flips)
-    axis_dirs = vol.direction[:, ::-1].T            # LPS vector of source array axes (k, j, i)
-    axis_spacing = np.asarray(vol.spacing)[::-1]
-    start = np.zeros(3)
-    dirs, spacing = [], []
-    for a in range(3):
-        src = perm[a]
-        if flip[a]:
-            start[src] = vol.shape[src] - 1
-        dirs.append((-1.0 if flip[a] else 1.0) * axis_dirs[src])
-        spacing.append(axis_spacing[src])
-    origin = vol.index_to_lps(start)
-    return Volume(np.ascontiguousarray(array), tuple(spacing[::-1]), tuple(origin), np.stack(dirs[::-1], 1))
-
-
 def _rotation(axis, angle_deg) -> np.ndarray:
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
     a = np.radians(angle_deg)
@@ -1140,7 +1120,8 @@ def generate(seed: int, tumor: str = "random", *, slice_thickness: float | None 
     else:
         raise ValueError(f"orientation must be 'canonical' or 'random', got {orientation!r}")
     angle = float(oblique_deg if oblique_deg is not None else (0.0 if rng.random() < 0.5 else rng.uniform(1, 8)))
-    out_image = _reorient(canonical, perm, flip)
+    layout = Reorientation(tuple(perm), tuple(flip))
+    out_image = reorient(canonical, layout)
     if angle:
         R = _rotation(rng.normal(size=3), angle)
         centre = out_image.index_to_lps((np.array(out_image.shape) - 1) / 2)
@@ -1148,7 +1129,7 @@ def generate(seed: int, tumor: str = "random", *, slice_thickness: float | None 
                            R @ out_image.direction)
 
     def like(arr):
-        return out_image.with_array(_reorient(canonical.with_array(arr), perm, flip).array)
+        return out_image.with_array(layout.forward(arr))
 
     case_anat, case_tumor = like(label), like(tumor_map)
     planes = _level_planes(case_anat)

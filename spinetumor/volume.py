@@ -170,12 +170,16 @@ def _reoriented_geometry(vol: Volume, reo: Reorientation) -> tuple:
     return spacing, tuple(origin), direction
 
 
+def reorient(vol: Volume, reo: Reorientation) -> Volume:
+    """Apply an axis permutation/flip to ``vol``; every voxel keeps its physical position."""
+    spacing, origin, direction = _reoriented_geometry(vol, reo)
+    return Volume(np.ascontiguousarray(reo.forward(vol.array)), spacing, origin, direction)
+
+
 def to_canonical(vol: Volume) -> tuple[Volume, Reorientation]:
     """Reorient ``vol`` to the canonical sagittal stack; returns the new volume and the reorientation."""
     reo = canonical_reorientation(vol)
-    spacing, origin, direction = _reoriented_geometry(vol, reo)
-    array = np.ascontiguousarray(reo.forward(vol.array))
-    return Volume(array, spacing, origin, direction), reo
+    return reorient(vol, reo), reo
 
 
 def from_canonical(array: np.ndarray, reference: Volume) -> Volume:
