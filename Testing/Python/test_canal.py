@@ -1,0 +1,108 @@
+"""Spinal canal (thecal sac) and cord masks: Dice against truth on phantoms and real scans, geometry, cancel.
+
+Thresholds are the values measured by ``benchmarks/canal_cord.py`` (docs/benchmarks.md,
+"Spinal canal and cord") minus a margin of about 0.08; the phantom's thecal-sac Dice is
+limited by its epidural fat, drawn nearly as bright as CSF around the whole sac.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spinetumor import labels
+from spinetumor.io import read_volume
+from spinetumor.metrics import overlap
+from spinetumor.progress import Cancelled
+from spinetumor.segmentation.canal import CanalResult, segment_canal_and_cord
+from spinetumor.volume import Volume
+
+
+def _sac_truth(anatomy: np.ndarray) -> np.ndarray:
+    """The whole dural sac of a phantom: CSF, cord and cauda equina labels."""
+    return np.isin(anatomy, [labels.value(k) for k in ("canal", "cord", "cauda_equina")])
+
+
+@pytest.fixture(scope="module")
+def cervical(test_data):
+    """The SCT cervical scan (PSR orientation) and its manual cord mask."""
+    folder = test_data / "sct_t2_cervical"
+    return read_volume(folder / "t2.nii.gz"), read_volume(folder / "t2_seg-manual.nii.gz")
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_phantom_dice(seed):
+    phantom = pytest.importorskip("spinetumor.phantom")
+    case = phantom.generate(seed, tumor="none")
+    result = segment_canal_and_cord(case.image)
+    truth = case.anatomy.array
+    sac = overlap(result.canal.array, _sac_truth(truth))["dice"]
+    cord = overlap(result.cord.array, truth == labels.value("cord"))["dice"]
+    assert sac >= 0.6, f"thecal sac Dice {sac:.3f}"
+    assert cord >= 0.8, f"cord Dice {cord:.3f}"
+    assert result.canal.same_geometry(case.image)
+
+
+def test_tptbox_sac_dice(test_data):
+    """TPTBox: label 61 (canal) excludes the cord voxels (60), so the sac is 60 | 61."""
+    folder = test_data / "tptbox_sample_mri"
+    image = read_volume(folder / "sub-mri_label-6_T2w.nii.gz")
+    subreg = read_volume(folder / "sub-mri_seg-subreg_label-6_msk.nii.gz").array
+    assert not np.any((subreg == 60) & (subreg == 61))
+    result = segment_canal_and_cord(image)
+    dice = overlap(result.canal.array, np.isin(subreg, [60, 61]))["dice"]
+    assert dice >= 0.55, f"TPTBox sac Dice {dice:.3f}"
+
+
+def test_cervical_cord_dice_and_inclusion(cervical):
+    image, cord_truth = cervical
+    result = segment_canal_and_cord(image)
+    assert isinstance(result, CanalResult)
+    dice = overlap(result.cord.array, cord_truth.array > 0)["dice"]
+    assert dice >= 0.78, f"SCT cervical cord Dice {dice:.3f}"
+    # the cord lies inside the sac, and both are 0/1 uint8 on the input grid
+    assert not np.any(result.cord.array.astype(bool) & ~result.canal.array.astype(bool))
+    for mask in (result.canal, result.cord):
+        assert mask.array.dtype == np.uint8 and set(np.unique(mask.array)) <= {0, 1}
+        assert mask.same_geometry(image)
+    # the centerline runs superior -> inferior (RAS S decreasing) along the canal
+    s_coord = result.centerline_ras[:, 2]
+    assert len(s_coord) > 40 and s_coord[0] > s_coord[-1]
+    assert np.all(np.diff(s_coord) < 0)
+
+
+def test_oblique_input_keeps_geometry(cervical):
+    image, _ = cervical
+    angle = np.deg2rad(7.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    oblique = Volume(image.array, (1.0, 1.1, 0.9), (3.0, -7.0, 11.0), rot @ image.direction)
+    result = segment_canal_and_cord(oblique)
+    for mask in (result.canal, result.cord):
+        assert mask.shape == oblique.shape
+        assert mask.spacing == oblique.spacing and mask.origin == oblique.origin
+        np.testing.assert_array_equal(mask.direction, oblique.direction)
+    # same voxels as the straight scan: the method works on the exact canonical permutation
+    straight = segment_canal_and_cord(image)
+    assert overlap(result.canal.array, straight.canal.array)["dice"] > 0.9
+
+
+def test_cancel_and_progress(cervical):
+    image, _ = cervical
+    with pytest.raises(Cancelled):
+        segment_canal_and_cord(image, cancel=lambda: True)
+    seen = []
+    segment_canal_and_cord(image, progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_no_canal_raises():
+    blank = Volume(np.zeros((20, 40, 40), dtype=np.int16))
+    with pytest.raises(ValueError, match="no spinal canal found"):
+        segment_canal_and_cord(blank)
+
+
+def test_vertebrae_on_other_grid_rejected(cervical):
+    image, cord_truth = cervical
+    other = Volume(cord_truth.array, (2.0, 2.0, 2.0), cord_truth.origin, cord_truth.direction)
+    with pytest.raises(ValueError, match="vertebrae label map must be on the volume's grid"):
+        segment_canal_and_cord(image, vertebrae=other)
