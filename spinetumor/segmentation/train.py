@@ -1,0 +1,258 @@
+"""Training the tumor random forest on phantoms, and choosing its post-processing on others.
+
+    spinetumor train segmentation --out DIR [--cases N] [--seed S]
+
+Training phantoms cycle through the three tumor types and tumor-free cases (seeds
+``TRAIN_SEED_BASE + S*1000 + i``); validation phantoms, used only to choose the threshold
+and the minimum component volume, come from ``VAL_SEED_BASE`` likewise; the benchmark's
+test phantoms (``benchmarks/segmentation.py``) from ``TEST_SEED_BASE``, never seen here.
+Every other group of four cases is prepared without vertebra labels, so the forest also
+works when the labeling model is absent (the distance-to-bodies feature is then constant).
+
+Samples per case: every tumor voxel of the working grid (see :mod:`.features`), plus
+:data:`BACKGROUND_PER_CASE` background voxels, half drawn uniformly from the region of
+interest and half "hard negatives" within :data:`HARD_MM` of the sac (CSF, cord, roots,
+edema, syrinx, epidural fat, the bodies' posterior edge). The forest is class-balanced
+(``class_weight="balanced_subsample"``), with bounded size so the file stays small and
+prediction fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KINDS = ("intramedullary", "intradural-extramedullary", "extradural", "none")
+TRAIN_SEED_BASE = 10_000
+VAL_SEED_BASE = 20_000
+TEST_SEED_BASE = 30_000
+BACKGROUND_PER_CASE = 6000
+HARD_MM = 5.0
+#: Forest size: 32 trees of depth <= 16 with >= 8 samples per leaf (a few MB, ~1 s per case).
+FOREST = {"n_estimators": 32, "max_depth": 16, "min_samples_leaf": 8, "max_features": "sqrt"}
+#: Candidate post-processing settings searched on the validation phantoms.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+MIN_VOLUMES_MM3 = (0.0, 50.0, 100.0, 200.0, 400.0)
+#: Tumor-free validation phantoms that must come out empty for a setting to be eligible.
+TARGET_CLEAN_RATE = 0.95
+DEFAULT_CLUSTERS = 4
+DEFAULT_DENOISER = "shearlet"
+
+
+@dataclass
+class PreparedCase:
+    """One phantom in the canonical stack with the canal step done: what features need, plus truth."""
+
+    seed: int
+    kind: str
+    image: np.ndarray
+    spacing: np.ndarray
+    canal: np.ndarray
+    cord: np.ndarray
+    vertebrae: np.ndarray | None
+    truth: np.ndarray
+
+
+def phantom_plan(base: int, n: int, seed: int = 0) -> list[tuple[int, str, bool]]:
+    """``n`` (phantom seed, tumor kind, with vertebra labels) triples cycling through :data:`KINDS`."""
+    return [(base + 1000 * seed + i, KINDS[i % 4], (i // 4) % 2 == 0) for i in range(n)]
+
+
+def prepare_case(seed: int, kind: str, with_vertebrae: bool = True) -> PreparedCase | None:
+    """Generate a phantom and run the canal step on it; None when no canal is found (logged)."""
+    from ..phantom import generate
+    from ..volume import to_canonical
+    from .canal import segment_canal_and_cord
+    from .features import axis_spacing
+
+    case = generate(seed, kind)
+    vertebrae = case.vertebrae if with_vertebrae else None
+    try:
+        found = segment_canal_and_cord(case.image, vertebrae)
+    except ValueError as error:
+        log.warning("phantom %d (%s): %s; skipped", seed, kind, error)
+        return None
+    canon = to_canonical(case.image)[0]
+    canal = to_canonical(found.canal)[0].array > 0
+    if not canal.any():
+        log.warning("phantom %d (%s): empty canal; skipped", seed, kind)
+        return None
+    return PreparedCase(seed, kind, canon.array, axis_spacing(canon), canal,
+                        to_canonical(found.cord)[0].array > 0,
+                        to_canonical(vertebrae)[0].array > 0 if vertebrae is not None else None,
+                        to_canonical(case.tumor)[0].array > 0)
+
+
+def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows (features, labels) of one prepared case: all tumor voxels plus sampled background."""
+    from .features import compute_features, working_truth
+
+    stack = compute_features(prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae, clusters,
+                             denoiser=denoiser, select=False)
+    y = working_truth(prep.truth, stack)
+    dist = stack.values[:, stack.names.index("dist_canal_mm")]
+    tumor = np.flatnonzero(y)
+    hard = np.flatnonzero(~y & (np.abs(dist) <= HARD_MM))
+    other = np.flatnonzero(~y)
+    n_half = BACKGROUND_PER_CASE // 2
+    pick = [tumor,
+            rng.choice(hard, size=min(n_half, hard.size), replace=False) if hard.size else hard,
+            rng.choice(other, size=min(n_half, other.size), replace=False)]
+    index = np.unique(np.concatenate(pick))
+    return stack.values[index], y[index].astype(np.uint8)
+
+
+def fit_forest(x: np.ndarray, y: np.ndarray, seed: int = 0, n_jobs: int = 1, **overrides):
+    """A class-balanced random forest (:data:`FOREST`, overridable) fitted on ``x, y``."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    params = {**FOREST, **overrides}
+    forest = RandomForestClassifier(class_weight="balanced_subsample", random_state=seed, n_jobs=n_jobs, **params)
+    return forest.fit(x, y)
+
+
+def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUMES_MM3) -> dict:
+    """Overlap counts of one case for every (threshold, minimum volume) pair, plus timing.
+
+    Returns ``{"tp", "pred", "truth"}`` arrays of shape (thresholds, volumes) and ``seconds``
+    (features + forest). Post-processing is :func:`~.tumor.postprocess`'s, done once per
+    threshold (the volume filter only drops components).
+    """
+    from .tumor import components, segment_canonical
+
+    t0 = time.perf_counter()
+    box, prob, dist, _ = segment_canonical(tm, prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae)
+    seconds = time.perf_counter() - t0
+    truth = prep.truth[box]
+    n_truth = int(prep.truth.sum())
+    vert = prep.vertebrae[box] if prep.vertebrae is not None else None
+    voxel_mm3 = float(np.prod(prep.spacing))
+    tp = np.zeros((len(thresholds), len(volumes)), np.int64)
+    pred = np.zeros_like(tp)
+    for i, t in enumerate(thresholds):
+        lab, voxels, near = components(prob, t, dist, vert)
+        hits = np.bincount(lab[truth], minlength=voxels.size)
+        for j, v in enumerate(volumes):
+            keep = (voxels * voxel_mm3 >= v) & near
+            keep[0] = False
+            tp[i, j] = hits[keep].sum()
+            pred[i, j] = voxels[keep].sum()
+    return {"tp": tp, "pred": pred, "truth": np.full(tp.shape, n_truth), "seconds": seconds}
+
+
+def choose_postprocessing(scores: list[dict], kinds: list[str], thresholds=THRESHOLDS,
+                          volumes=MIN_VOLUMES_MM3) -> dict:
+    """The (threshold, minimum volume) with the best mean Dice over tumor cases among the settings
+    leaving at least :data:`TARGET_CLEAN_RATE` of the tumor-free cases empty (the cleanest
+    settings when none reaches it). Returns the choice and the whole table."""
+    tumor = [s for s, k in zip(scores, kinds) if k != "none"]
+    free = [s for s, k in zip(scores, kinds) if k == "none"]
+    dice = np.mean([2 * s["tp"] / np.maximum(s["pred"] + s["truth"], 1) for s in tumor], axis=0) \
+        if tumor else np.zeros((len(thresholds), len(volumes)))
+    clean = np.mean([s["pred"] == 0 for s in free], axis=0) if free else np.ones_like(dice)
+    eligible = clean >= TARGET_CLEAN_RATE
+    if not eligible.any():
+        eligible = clean >= clean.max()
+    score = np.where(eligible, dice, -1.0)
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    return {"threshold": float(thresholds[i]), "min_volume_mm3": float(volumes[j]),
+            "validation_dice": round(float(dice[i, j]), 4), "validation_clean_rate": round(float(clean[i, j]), 4),
+            "table": {"thresholds": list(thresholds), "min_volumes_mm3": list(volumes),
+                      "dice": np.round(dice, 4).tolist(), "clean_rate": np.round(clean, 4).tolist()}}
+
+
+def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
+                denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None):
+    """Train a forest on ``cases`` phantoms, choose post-processing on ``val_cases`` others.
+
+    Returns ``(TumorModel, info)`` where ``info`` holds the seeds used, sample counts,
+    timings and the validation choice. ``prepared`` may map (seed, kind, with_vertebrae)
+    to an already prepared case (the benchmark shares them between variants).
+    """
+    from ..progress import report
+    from .tumor import TumorModel
+
+    prepared = {} if prepared is None else prepared
+
+    def get(plan_item):
+        if plan_item not in prepared:
+            prepared[plan_item] = prepare_case(*plan_item)
+        return prepared[plan_item]
+
+    rng = np.random.default_rng(seed)
+    train_plan = phantom_plan(TRAIN_SEED_BASE, cases, seed)
+    val_plan = phantom_plan(VAL_SEED_BASE, val_cases, seed)
+    xs, ys, used = [], [], []
+    t0 = time.perf_counter()
+    for n, item in enumerate(train_plan):
+        report(progress, 0.6 * n / max(len(train_plan), 1), f"training phantom {n + 1}/{len(train_plan)}")
+        prep = get(item)
+        if prep is None:
+            continue
+        x, y = case_samples(prep, denoiser, clusters, rng)
+        xs.append(x)
+        ys.append(y)
+        used.append(item[0])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    report(progress, 0.6, f"fitting the forest on {len(y)} voxels")
+    forest = fit_forest(x, y, seed)
+    fit_seconds = time.perf_counter() - t0
+    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices)
+    scores, kinds, val_used = [], [], []
+    for n, item in enumerate(val_plan):
+        report(progress, 0.7 + 0.3 * n / max(len(val_plan), 1), f"validation phantom {n + 1}/{len(val_plan)}")
+        prep = get(item)
+        if prep is None:
+            continue
+        scores.append(score_grid(model, prep))
+        kinds.append(prep.kind)
+        val_used.append(item[0])
+    choice = choose_postprocessing(scores, kinds)
+    model.threshold, model.min_volume_mm3 = choice["threshold"], choice["min_volume_mm3"]
+    info = {
+        "training": {"phantom_seeds": used, "kinds_cycle": list(KINDS), "voxels": int(len(y)),
+                     "tumor_voxels": int(y.sum()), "background_per_case": BACKGROUND_PER_CASE,
+                     "hard_negative_mm": HARD_MM, "forest": dict(FOREST), "class_weight": "balanced_subsample",
+                     "random_state": seed, "seconds": round(fit_seconds, 1)},
+        "validation": {"phantom_seeds": val_used, **choice,
+                       "seconds_per_case": round(float(np.mean([s["seconds"] for s in scores])), 2) if scores else None},
+    }
+    report(progress, 1.0, "done")
+    return model, info
+
+
+def add_arguments(parser) -> None:
+    """Options of ``spinetumor train segmentation``."""
+    parser.add_argument("--out", required=True, help="output folder for tumor_rf.skops and tumor_rf.json")
+    parser.add_argument("--cases", type=int, default=48, help="training phantoms (cycling through the three "
+                        "tumor types and tumor-free; default 48)")
+    parser.add_argument("--val-cases", type=int, default=16, help="validation phantoms for the threshold (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phantom draw and the forest (default 0)")
+    parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS,
+                        help=f"fuzzy c-means clusters, 0 for the forest alone (default {DEFAULT_CLUSTERS})")
+    parser.add_argument("--denoiser", default=DEFAULT_DENOISER, help=f"denoising method (default {DEFAULT_DENOISER})")
+
+
+def run_from_args(args, progress=None) -> dict:
+    """Train with the parsed options and write DIR/tumor_rf.skops + DIR/tumor_rf.json; returns the manifest."""
+    from pathlib import Path
+
+    from .tumor import save_tumor_model
+
+    if args.cases < 4:
+        from ..cli import UsageError
+
+        raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
+    model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
+                              select_slices=args.clusters > 0, progress=progress)
+    command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
+               f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}")
+    extra = {"date": datetime.date.today().isoformat(), "command": command, **info,
+             "data": "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"}
+    return save_tumor_model(model, Path(args.out) / "tumor_rf.skops", extra)
