@@ -1,0 +1,110 @@
+"""Tumor augmentation dataset writing (deterministic, resumable) and the ``spinetumor augment`` command."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from spinetumor import phantom
+from spinetumor.augmentation.compartments import check_compartment, compartments_from_anatomy
+from spinetumor.augmentation.dataset import MANIFEST_COLUMNS, TargetSpec, augment_dataset, source_from_phantom
+from spinetumor.cli import main
+from spinetumor.io import read_volume, write_volume
+from spinetumor.volume import to_canonical
+
+
+@pytest.fixture(scope="module")
+def free_case():
+    return phantom.generate(5, tumor="none", fov="full")
+
+
+@pytest.fixture(scope="module")
+def patch():
+    return source_from_phantom(2, "intradural-extramedullary")
+
+
+def _run(free_case, patch, out, **kw):
+    spec = TargetSpec("free5", free_case.image, free_case.vertebrae, free_case.anatomy)
+    return augment_dataset([patch], [spec], out, per_slice=2, rotations=1, seed=7, **kw)
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_dataset_is_deterministic_resumable_and_exact(tmp_path, free_case, patch):
+    a = _run(free_case, patch, tmp_path / "a")
+    b = _run(free_case, patch, tmp_path / "b")
+    manifest_a = (tmp_path / "a" / "manifest.csv").read_text()
+    assert manifest_a == (tmp_path / "b" / "manifest.csv").read_text()
+    rows = _rows(tmp_path / "a" / "manifest.csv")
+    assert a["written"] == b["written"] == len(rows) >= 4
+    assert list(rows[0]) == list(MANIFEST_COLUMNS)
+    assert {r["rotation_deg"] != "0.0" for r in rows} == {True, False}
+    comp = compartments_from_anatomy(to_canonical(free_case.anatomy)[0].array)
+    canon = to_canonical(free_case.image)[0]
+    for row in rows:
+        image_a = read_volume(tmp_path / "a" / row["image"], validate=False)   # one-slice volumes
+        image_b = read_volume(tmp_path / "b" / row["image"], validate=False)
+        mask = read_volume(tmp_path / "a" / row["tumor"], validate=False)
+        vert = read_volume(tmp_path / "a" / row["vertebrae"], validate=False)
+        assert np.array_equal(image_a.array, image_b.array)
+        assert mask.same_geometry(image_a) and vert.same_geometry(image_a)
+        assert row["tumor_type"] == "intradural-extramedullary" and row["seed"] == "7"
+        assert float(row["position_mm"]) >= 0 and row["level"]
+        k = int(row["slice"])
+        # a one-slice volume at the target slice's physical position
+        assert np.allclose(image_a.origin, canon.index_to_lps(np.array([k, 0.0, 0.0])))
+        if row["rotation_deg"] == "0.0":
+            assert check_compartment(mask.array[0], comp.slice(k), "intradural-extramedullary")
+    # resume: a missing file is rewritten, everything else is skipped, the manifest is unchanged
+    victim = tmp_path / "a" / rows[1]["image"]
+    victim.unlink()
+    again = _run(free_case, patch, tmp_path / "a")
+    assert again["written"] == 1 and again["skipped_existing"] == len(rows) - 1
+    assert victim.exists()
+    assert (tmp_path / "a" / "manifest.csv").read_text() == manifest_a
+    # an interrupted manifest (a partial last line) is repaired
+    with open(tmp_path / "a" / "manifest.csv", "a") as handle:
+        handle.write("broken,2d")
+    _run(free_case, patch, tmp_path / "a")
+    assert (tmp_path / "a" / "manifest.csv").read_text() == manifest_a
+
+
+def test_cli_help_documents_augment(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["augment", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--source-image", "--source-tumor", "--source-type", "--phantom-source", "--targets",
+                   "--out", "--per-slice", "--mode", "--rotations", "--seed", "--progress"):
+        assert option in text
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    assert main(["augment", "--targets", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
+                 "--phantom-source", "1"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "t").mkdir()
+    assert main(["augment", "--targets", str(tmp_path / "t"), "--out", str(tmp_path / "o"),
+                 "--phantom-source", "1"]) == 2
+    assert "no target images" in capsys.readouterr().err
+    lonely = tmp_path / "lonely_t2.nii.gz"
+    write_volume(phantom.generate(1, tumor="none").image, lonely)
+    assert main(["augment", "--targets", str(lonely), "--out", str(tmp_path / "o"), "--phantom-source", "1"]) == 2
+    assert "lonely_vertebrae.nii.gz" in capsys.readouterr().err
+    (tmp_path / "lonely_vertebrae.nii.gz").write_bytes((lonely).read_bytes())
+    assert main(["augment", "--targets", str(lonely), "--out", str(tmp_path / "o")]) == 2
+    assert "a source is needed" in capsys.readouterr().err
+    assert main(["augment", "--targets", str(lonely), "--out", str(tmp_path / "o"),
+                 "--source-image", str(lonely)]) == 2
+    assert "--source-tumor and --source-type" in capsys.readouterr().err
+    assert main(["augment", "--targets", str(lonely), "--out", str(tmp_path / "o"), "--phantom-source", "1",
+                 "--per-slice", "0"]) == 2
+    assert "--per-slice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["augment", "--targets", str(lonely), "--out", "o", "--phantom-source", "1", "--mode", "4d"])
+    assert exit_info.value.code == 2
