@@ -7,9 +7,7 @@ succeeds, so Cancel or an error leave the scene as it was.
 """
 
 import logging
-from typing import Annotated, Optional
-
-import vtk
+from typing import Annotated
 
 import slicer
 from slicer.i18n import tr as _
@@ -59,12 +57,9 @@ class VertebraLabeling(ScriptedLoadableModule):
 
 def registerTerminology() -> None:
     """Make Slicer know SpineTumor's segment names and codes (the engine's terminology file)."""
-    try:
-        from spinetumor.slicer_support import load_terminology
+    from spinetumor.slicer_support import register_terminology
 
-        load_terminology()
-    except Exception as error:  # a missing terminology only affects how segment names are shown
-        logging.warning(f"SpineTumor terminology not loaded: {error}")
+    register_terminology()
 
 
 #
@@ -92,123 +87,81 @@ class VertebraLabelingParameterNode:
 #
 
 class VertebraLabelingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The GUI: binds the .ui to the parameter node, runs the background job, shows the results."""
+    """The GUI: binds the .ui to the parameter node, runs the background job, shows the results.
+
+    Parameter-node binding and the Apply <-> Cancel job handling live in
+    ``spinetumor.slicer_support.ModuleWidgetSupport`` (``self.support``).
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._runner = None
+        self.support = None
         self._observedLandmarks = None
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/VertebraLabeling.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = VertebraLabelingLogic()
+        from spinetumor.slicer_support import ModuleWidgetSupport
 
-        self.ui.progressBar.visible = False
+        ScriptedLoadableModuleWidget.setup(self)
+        self.logic = VertebraLabelingLogic()
+        self.support = ModuleWidgetSupport(self, "UI/VertebraLabeling.ui", _("Apply"), defaultVolume="inputVolume",
+                                           updateButtons=self._updateButtons, enableInputs=self._enableInputs)
+
         self.ui.landmarkPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.createMasksButton.connect("clicked(bool)", self.onCreateMasksButton)
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputChanged)
         self.ui.landmarksSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onLandmarksChanged)
 
-        self.initializeParameterNode()
+        self.support.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._runner is not None and self._runner.running:
-            self._runner.cancel()
-        self.removeObservers()
+        if self.support is not None:
+            self.support.cleanup()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        self.support.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self.support.releaseParameterNode()
 
-    def onSceneStartClose(self, caller, event) -> None:
-        if self._runner is not None and self._runner.running:
-            self._runner.cancel()
-        self.setParameterNode(None)
+    @property
+    def _parameterNode(self):
+        return self.support.parameterNode if self.support is not None else None
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
-
-    def setParameterNode(self, inputParameterNode: Optional[VertebraLabelingParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
-
-    def _updateButtons(self, caller=None, event=None) -> None:
-        busy = self._runner is not None and self._runner.running
+    def _updateButtons(self) -> None:
+        busy = self.support.jobRunning
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = busy or hasInput
         self.ui.applyButton.toolTip = _("Stop the labeling") if busy else (
             _("Label the vertebral bodies T11-L5") if hasInput else _("Select an input volume"))
         self.ui.createMasksButton.enabled = not busy and hasInput and bool(self._parameterNode.landmarks)
 
+    def _enableInputs(self, enabled: bool) -> None:
+        self.ui.inputVolumeSelector.enabled = enabled
+        self.ui.outputSegmentationSelector.enabled = enabled
+
     # --- labeling in a background process ---
 
     def onApplyButton(self) -> None:
         """Apply starts the labeling; while it runs the same button cancels it."""
-        if self._runner is not None and self._runner.running:
-            self.ui.statusLabel.text = _("Cancelling...")
-            self._runner.cancel()
+        if self.support.jobRunning:
+            self.support.cancelJob()
             return
         with slicer.util.tryWithErrorDisplay(_("Vertebra labeling could not start."), waitCursor=True):
-            from spinetumor.slicer_support import JobRunner, ensure_dependencies
+            from spinetumor.slicer_support import ensure_dependencies
 
             if not ensure_dependencies(ENGINE_PACKAGES):
                 return
             inputVolume = self._parameterNode.inputVolume
             outputSegmentation = self._parameterNode.outputSegmentation
             workFolder, arguments = self.logic.prepareJob(inputVolume, self._parameterNode.device)
-            self._runner = JobRunner(
-                arguments, self._onProgress,
-                lambda state: self._onJobDone(state, workFolder, inputVolume, outputSegmentation))
-            self._runner.start()
-            self._setBusy(True, _("Starting..."))
-
-    def _setBusy(self, busy: bool, message: str = "") -> None:
-        from spinetumor.slicer_support import set_busy
-
-        set_busy(self.ui.applyButton, self.ui.progressBar, busy, _("Apply"), self.ui.statusLabel, message)
-        self.ui.inputVolumeSelector.enabled = not busy
-        self.ui.outputSegmentationSelector.enabled = not busy
-        self._updateButtons()
-
-    def _onProgress(self, fraction: float, message: str) -> None:
-        from spinetumor.slicer_support import show_progress
-
-        show_progress(self.ui.progressBar, self.ui.statusLabel, fraction, message)
+            self.support.startJob(
+                arguments, lambda state: self._onJobDone(state, workFolder, inputVolume, outputSegmentation))
 
     def _onJobDone(self, state, workFolder, inputVolume, outputSegmentation) -> None:
-        self._runner = None
-        self._setBusy(False)
         with slicer.util.tryWithErrorDisplay(_("Vertebra labeling failed."), waitCursor=True):
             nodes = self.logic.finishJob(state, workFolder, inputVolume, outputSegmentation)
             if nodes is None:

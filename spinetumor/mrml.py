@@ -263,46 +263,66 @@ def _label_for_segment(segment_id: str, segment_name: str):
     raise ValueError(f"segment {segment_id!r} ({segment_name!r}) matches no label key or name in the label table")
 
 
-def segmentation_to_labels(segmentation_node, reference) -> Volume:
+def segmentation_to_labels(segmentation_node, reference, skip_unknown: bool = False) -> Volume:
     """Rasterize a segmentation node into a label map on ``reference``'s voxel grid.
 
     ``reference`` is a Volume or a volume node. Each segment is written with the
     table value of its label (found by segment ID, else by name), later segments
     on top where segments overlap; segments are resampled (nearest neighbour) when
     their own grid differs from the reference. Raises ValueError for a segment the
-    label table does not know, so no voxel gets an arbitrary value.
+    label table does not know, so no voxel gets an arbitrary value; with
+    ``skip_unknown`` such segments are left out instead (e.g. a user's "Segment_1"
+    beside the anatomy segments).
     """
+    ref = _as_volume(reference)
+    segmentation = segmentation_node.GetSegmentation()
+    segment_ids, values = [], []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        try:
+            lab = _label_for_segment(segment_id, segmentation.GetSegment(segment_id).GetName())
+        except ValueError:
+            if skip_unknown:
+                continue
+            raise
+        segment_ids.append(segment_id)
+        values.append(lab.value)
+    dtype = _label_dtype(max(values, default=0))
+    return ref.with_array(_merge_segments(segmentation_node, segment_ids, values, ref).astype(dtype))
+
+
+def segment_to_mask(segmentation_node, segment_id: str, reference) -> Volume:
+    """One segment (any name) as a uint8 mask (1 inside) on ``reference``'s voxel grid."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise ValueError(f"{segmentation_node.GetName()}: has no segment {segment_id!r}")
+    ref = _as_volume(reference)
+    return ref.with_array(_merge_segments(segmentation_node, [segment_id], [1], ref).astype(np.uint8))
+
+
+def _merge_segments(segmentation_node, segment_ids: list, values: list, ref: Volume) -> np.ndarray:
+    """The segments ``segment_ids`` written with ``values`` into an array on ``ref``'s grid."""
     import slicer
     import vtk
     import vtk.util.numpy_support as vtk_np
 
-    ref = _as_volume(reference)
-    segmentation = segmentation_node.GetSegmentation()
-    segment_ids = vtk.vtkStringArray()
+    if not segment_ids:
+        return np.zeros(ref.shape, dtype=np.uint8)
+    ids = vtk.vtkStringArray()
     label_values = vtk.vtkIntArray()
-    max_value = 0
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment_id = segmentation.GetNthSegmentID(index)
-        lab = _label_for_segment(segment_id, segmentation.GetSegment(segment_id).GetName())
-        segment_ids.InsertNextValue(segment_id)
-        label_values.InsertNextValue(lab.value)
-        max_value = max(max_value, lab.value)
-    dtype = _label_dtype(max_value)
-    if segment_ids.GetNumberOfValues() == 0:
-        return ref.with_array(np.zeros(ref.shape, dtype=dtype))
+    for segment_id, value in zip(segment_ids, values):
+        ids.InsertNextValue(segment_id)
+        label_values.InsertNextValue(int(value))
     if not segmentation_node.GetSegmentation().ContainsRepresentation(BINARY_LABELMAP):
         segmentation_node.CreateBinaryLabelmapRepresentation()
     merged = slicer.vtkOrientedImageData()
     ok = segmentation_node.GenerateMergedLabelmapForAllSegments(
-        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, _oriented_image(ref),
-        segment_ids, label_values)
+        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, _oriented_image(ref), ids, label_values)
     if not ok:
         raise RuntimeError(f"{segmentation_node.GetName()}: Slicer could not merge the segments")
     nk, nj, ni = ref.shape
     if tuple(merged.GetExtent()) != (0, ni - 1, 0, nj - 1, 0, nk - 1):
         raise RuntimeError(f"merged labelmap extent {merged.GetExtent()} differs from the reference grid")
-    array = vtk_np.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(nk, nj, ni)
-    return ref.with_array(array.astype(dtype))
+    return vtk_np.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(nk, nj, ni)
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -385,3 +405,39 @@ def markups_to_points(node) -> list[tuple[str, np.ndarray]]:
         node.GetNthControlPointPosition(index, xyz)
         points.append((node.GetNthControlPointLabel(index), xyz))
     return points
+
+
+# --- scene organisation ----------------------------------------------------------------------
+
+def unique_name(scene, name: str) -> str:
+    """``name``, or ``name_2``, ``name_3``... when the scene already has a node called so."""
+    scene = _scene(scene)
+    if scene.GetFirstNodeByName(name) is None:
+        return name
+    index = 2
+    while scene.GetFirstNodeByName(f"{name}_{index}") is not None:
+        index += 1
+    return f"{name}_{index}"
+
+
+def place_beside(node, input_node) -> None:
+    """Put ``node`` under the same subject hierarchy parent (study) as ``input_node``.
+
+    Results placed beside their input can be exported together (DICOM SEG needs it).
+    """
+    import slicer
+
+    if input_node is None or node.GetScene() is None:
+        return
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    if hierarchy is None:
+        return
+    input_item = hierarchy.GetItemByDataNode(input_node)
+    if not input_item:
+        return
+    parent = hierarchy.GetItemParent(input_item)
+    item = hierarchy.GetItemByDataNode(node)
+    if not item:                 # Slicer's GUI adds items for new nodes; a bare scene does not
+        hierarchy.CreateItem(parent, node)
+    elif hierarchy.GetItemParent(item) != parent:
+        hierarchy.SetItemParent(item, parent)

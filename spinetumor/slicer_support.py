@@ -6,7 +6,9 @@
   replaced.
 * :class:`JobRunner`: runs a ``spinetumor`` command in a background process
   (:class:`spinetumor.jobs.BackgroundJob`) and follows it from a ``qt.QTimer``, updating a
-  progress bar and turning the Apply button into Cancel, so Slicer stays responsive.
+  progress bar and turning the Apply button into Cancel, so Slicer stays responsive;
+  :func:`finish_job` ends a run (results on success, nothing after Cancel, an error otherwise).
+* :class:`ModuleWidgetSupport`: the parameter-node and job plumbing every module widget shares.
 
 ``slicer`` and ``qt`` are imported inside functions only.
 """
@@ -25,6 +27,7 @@ from .jobs import BackgroundJob
 
 #: import name -> pip requirement, for what the engine imports lazily (torch handled apart).
 PIP_REQUIREMENTS = {
+    "scipy": "scipy>=1.10,<2",
     "safetensors": "safetensors>=0.4,<1",
     "sklearn": "scikit-learn>=1.3,<1.10",
     "skfuzzy": "scikit-fuzzy>=0.5,<0.6",
@@ -86,6 +89,20 @@ def load_terminology() -> str:
 
     logic = slicer.modules.terminologies.logic()
     return logic.LoadTerminologyFromFile(str(RESOURCE_FOLDER / "SpineTumor.term.json"))
+
+
+def register_terminology() -> None:
+    """:func:`load_terminology` at Slicer startup: a failure is logged, never raised.
+
+    A missing terminology only changes how segment names are shown, so it must not stop
+    a module from loading.
+    """
+    import logging
+
+    try:
+        load_terminology()
+    except Exception as error:
+        logging.warning(f"SpineTumor terminology not loaded: {error}")
 
 
 def engine_python() -> str:
@@ -162,3 +179,139 @@ def show_progress(progress_bar, status_label, fraction: float, message: str) -> 
     if status_label is not None and message:
         status_label.text = message
 
+
+
+def finish_job(state, work_folder, on_success: Callable, what: str, keep_folder: bool = False):
+    """End a background run: ``on_success()`` when it succeeded, None after Cancel, else raise.
+
+    ``state`` is the finished job's :class:`spinetumor.jobs.JobState`. A failure raises
+    RuntimeError ``"<what> failed: <the job's last error line>"``, so the widget shows one
+    readable line. The work folder goes away in every case unless ``keep_folder``; nothing
+    is touched in the scene unless the run succeeded.
+    """
+    try:
+        if state.returncode == 0:
+            return on_success()
+        if state.error == "cancelled":
+            return None
+        raise RuntimeError(f"{what} failed: {state.error or f'exit code {state.returncode}'}")
+    finally:
+        if not keep_folder:
+            shutil.rmtree(work_folder, ignore_errors=True)
+
+
+class ModuleWidgetSupport:
+    """Parameter-node binding and background-job plumbing every SpineTumor module widget shares.
+
+    The widget (a ``ScriptedLoadableModuleWidget`` with ``VTKObservationMixin``) makes one in
+    ``setup`` and forwards ``enter``/``exit``/``cleanup`` to it. It loads the widget's .ui
+    (``uiFile``, relative to the module's resources) into ``widget.ui``, which must have
+    ``applyButton``, ``progressBar`` and ``statusLabel``, and needs ``widget.logic`` (whose
+    ``getParameterNode()`` returns the wrapped parameter node). ``defaultVolume`` names a volume
+    parameter that gets the scene's first scalar volume while empty. Hooks (optional callables):
+    ``updateButtons()`` enables what
+    makes sense, ``enableInputs(bool)`` locks the inputs while a job runs. While a job runs
+    the Apply button reads Cancel; the scene is only changed by the ``onDone`` callback of
+    :meth:`startJob`, so Cancel or an error leave it as it was. (A helper object rather than
+    a base class, so module files import nothing from ``spinetumor`` at file scope.)
+    """
+
+    def __init__(self, widget, uiFile: str, applyButtonText: str = "Apply", defaultVolume: str | None = None,
+                 updateButtons: Callable | None = None, enableInputs: Callable | None = None):
+        import slicer
+
+        uiWidget = slicer.util.loadUI(widget.resourcePath(uiFile))
+        widget.layout.addWidget(uiWidget)
+        widget.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.widget = widget
+        self.ui = widget.ui
+        self.applyButtonText = applyButtonText
+        self._defaultVolume = defaultVolume
+        self._updateButtons = updateButtons or (lambda: None)
+        self._enableInputs = enableInputs or (lambda enabled: None)
+        self.parameterNode = None
+        self._guiTag = None
+        self._runner = None
+        self.ui.progressBar.visible = False
+        widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._onSceneStartClose)
+        widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self._onSceneEndClose)
+
+    # --- parameter node ---
+
+    def initializeParameterNode(self) -> None:
+        """Bind the module's parameter node to the GUI and fill its defaults (``enter``)."""
+        import slicer
+
+        self.setParameterNode(self.widget.logic.getParameterNode())
+        if self._defaultVolume and not getattr(self.parameterNode, self._defaultVolume):
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                setattr(self.parameterNode, self._defaultVolume, firstVolumeNode)
+
+    def setParameterNode(self, parameterNode) -> None:
+        """Unbind the previous parameter node, bind ``parameterNode`` (or none) to the GUI."""
+        import vtk
+
+        self.releaseParameterNode()
+        self.parameterNode = parameterNode
+        if parameterNode:
+            self._guiTag = parameterNode.connectGui(self.ui)
+            self.widget.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
+            self._updateButtons()
+
+    def releaseParameterNode(self) -> None:
+        """Unbind the parameter node from the GUI (``exit``)."""
+        import vtk
+
+        if self.parameterNode:
+            self.parameterNode.disconnectGui(self._guiTag)
+            self._guiTag = None
+            self.widget.removeObserver(self.parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
+
+    def cleanup(self) -> None:
+        """Stop a running job and drop every observer (``cleanup``)."""
+        self.cancelJob()
+        self.widget.removeObservers()
+
+    def _onParameterModified(self, caller=None, event=None) -> None:
+        self._updateButtons()
+
+    def _onSceneStartClose(self, caller, event) -> None:
+        self.cancelJob()
+        self.setParameterNode(None)
+
+    def _onSceneEndClose(self, caller, event) -> None:
+        if self.widget.parent.isEntered:
+            self.initializeParameterNode()
+
+    # --- background job ---
+
+    @property
+    def jobRunning(self) -> bool:
+        return self._runner is not None and self._runner.running
+
+    def startJob(self, arguments: list[str], onDone: Callable) -> None:
+        """Run ``spinetumor <arguments>`` in the background; ``onDone(state)`` when it ends."""
+        def finished(state):
+            self._runner = None
+            self.setBusy(False)
+            onDone(state)
+
+        self._runner = JobRunner(arguments, self.showProgress, finished).start()
+        self.setBusy(True, "Starting...")
+
+    def cancelJob(self) -> None:
+        """Ask the running job (if any) to stop; ``onDone`` then gets ``state.error == "cancelled"``."""
+        if self.jobRunning:
+            self.ui.statusLabel.text = "Cancelling..."
+            self._runner.cancel()
+
+    def setBusy(self, busy: bool, message: str = "") -> None:
+        """Apply <-> Cancel, progress bar shown while busy, inputs locked while busy."""
+        set_busy(self.ui.applyButton, self.ui.progressBar, busy, self.applyButtonText, self.ui.statusLabel, message)
+        self._enableInputs(not busy)
+        self._updateButtons()
+
+    def showProgress(self, fraction: float, message: str) -> None:
+        show_progress(self.ui.progressBar, self.ui.statusLabel, fraction, message)

@@ -115,7 +115,7 @@ def masks_from_markups(markups_node, input_volume_node, scene=None, segmentation
     from spinetumor import mrml
     from spinetumor.labeling.landmarks import masks_from_landmarks
 
-    from .scene import output_segmentation, place_beside
+    from .scene import output_segmentation
 
     if markups_node is None or markups_node.GetNumberOfControlPoints() == 0:
         raise ValueError("place landmark points first (centroid and two corners per vertebral body)")
@@ -131,5 +131,5 @@ def masks_from_markups(markups_node, input_volume_node, scene=None, segmentation
     node = output_segmentation(scene or input_volume_node.GetScene(), segmentation_node, name)
     mrml.labels_to_segmentation(labels, node.GetName(), scene=node.GetScene(), node=node, surfaces=True)
     markups_node.SetNodeReferenceID(MASKS_ROLE, node.GetID())
-    place_beside(node, input_volume_node)
+    mrml.place_beside(node, input_volume_node)
     return node

@@ -21,7 +21,6 @@ succeeded, so the scene stays as it was after Cancel or an error.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,18 +121,10 @@ def output_segmentation(scene=None, node=None, name: str = SEGMENTATION_NAME):
         if not node.IsA("vtkMRMLSegmentationNode"):
             raise TypeError(f"{node.GetClassName()} given where a segmentation node is needed")
         return node
-    return _scene_of(scene).AddNewNodeByClass("vtkMRMLSegmentationNode", scene_unique_name(scene, name))
+    from spinetumor import mrml
 
-
-def scene_unique_name(scene, name: str) -> str:
-    """``name``, or ``name_2``, ``name_3``... when the scene already has a node called so."""
     scene = _scene_of(scene)
-    if scene.GetFirstNodeByName(name) is None:
-        return name
-    index = 2
-    while scene.GetFirstNodeByName(f"{name}_{index}") is not None:
-        index += 1
-    return f"{name}_{index}"
+    return scene.AddNewNodeByClass("vtkMRMLSegmentationNode", mrml.unique_name(scene, name))
 
 
 def companion_node(segmentation_node, role: str, class_name: str, name: str):
@@ -146,26 +137,6 @@ def companion_node(segmentation_node, role: str, class_name: str, name: str):
         node = segmentation_node.GetScene().AddNewNodeByClass(class_name, name)
         segmentation_node.SetNodeReferenceID(role, node.GetID())
     return node
-
-
-def place_beside(node, input_node) -> None:
-    """Put ``node`` under the same subject hierarchy parent (study) as ``input_node``."""
-    import slicer
-
-    if input_node is None or node.GetScene() is None:
-        return
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
-    if hierarchy is None:
-        return
-    input_item = hierarchy.GetItemByDataNode(input_node)
-    if not input_item:
-        return
-    parent = hierarchy.GetItemParent(input_item)
-    item = hierarchy.GetItemByDataNode(node)
-    if not item:                 # Slicer's GUI adds items for new nodes; a bare scene does not
-        hierarchy.CreateItem(parent, node)
-    elif hierarchy.GetItemParent(item) != parent:
-        hierarchy.SetItemParent(item, parent)
 
 
 def show_labeling(labels, levels, scene=None, segmentation_node=None, input_volume_node=None,
@@ -194,17 +165,17 @@ def show_labeling(labels, levels, scene=None, segmentation_node=None, input_volu
     segmentation_node = output_segmentation(scene, segmentation_node, name)
     mrml.labels_to_segmentation(volume, segmentation_node.GetName(), scene=scene, node=segmentation_node,
                                 labels=found, surfaces=True)
-    place_beside(segmentation_node, input_volume_node)
+    mrml.place_beside(segmentation_node, input_volume_node)
 
     base = segmentation_node.GetName()
     points = companion_node(segmentation_node, LEVELS_ROLE, "vtkMRMLMarkupsFiducialNode", f"{base} levels")
     mrml.points_to_markups(points_found, points.GetName(), scene=scene, node=points)
     points.SetLocked(True)
-    place_beside(points, input_volume_node)
+    mrml.place_beside(points, input_volume_node)
 
     table = companion_node(segmentation_node, TABLE_ROLE, "vtkMRMLTableNode", f"{base} levels table")
     mrml.records_to_table(records, table.GetName(), scene=scene, node=table)
-    place_beside(table, input_volume_node)
+    mrml.place_beside(table, input_volume_node)
     return LabelingNodes(segmentation_node, points, table)
 
 
@@ -266,16 +237,11 @@ def import_job_result(state, folder, scene=None, segmentation_node=None, input_v
     the job's last error line when it failed. The work folder is removed afterwards
     unless ``keep_folder``.
     """
-    try:
-        if state.returncode == 0:
-            return import_output(folder, scene=scene, segmentation_node=segmentation_node,
-                                 input_volume_node=input_volume_node)
-        if state.error == "cancelled":
-            return None
-        raise RuntimeError(f"vertebra labeling failed: {state.error or f'exit code {state.returncode}'}")
-    finally:
-        if not keep_folder:
-            shutil.rmtree(folder, ignore_errors=True)
+    from spinetumor.slicer_support import finish_job
+
+    return finish_job(state, folder, lambda: import_output(folder, scene=scene, segmentation_node=segmentation_node,
+                                                           input_volume_node=input_volume_node),
+                      "vertebra labeling", keep_folder)
 
 
 # --- in-process labeling (Python console, batch) --------------------------------------------
