@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .progress import add_progress_option
 
 EXIT_USAGE = 2
 
@@ -40,6 +41,33 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .pipeline import run_batch, run_study
+    from .progress import ConsoleProgress
+
+    source = Path(args.input)
+    batch = source.is_dir() and not _is_dicom_folder(source)
+    with ConsoleProgress(args.progress, "analysis") as progress:
+        if batch:
+            summary = run_batch(source, Path(args.out), device=args.device, progress=progress)
+            print(summary)
+        else:
+            analysis = run_study(source, Path(args.out), device=args.device, progress=progress)
+            tumors = analysis.report["tumors"]
+            print(f"{len(tumors)} tumor(s) found" + "".join(
+                f"\n  tumor {t['id']}: {t['type']} at {' '.join(t['levels']) or 'no labeled level'}, "
+                f"{t['volume_ml']:.2f} mL" for t in tumors))
+            print(Path(args.out) / "report.html")
+    return 0
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    """A folder that itself holds a DICOM series is one study, not a batch."""
+    from .pipeline import holds_dicom
+
+    return holds_dicom(folder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -60,9 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "several, or random (default)")
     p.set_defaults(handler=_cmd_phantom)
 
+    p = sub.add_parser("run", help="the whole analysis: vertebrae, canal and cord, tumors, types, levels, report",
+                       description="Analyze one study (image file or DICOM folder) into OUT, or every study of a "
+                                   "folder into OUT/<study>/ with OUT/summary.csv. Writes the masks in the input's "
+                                   "geometry, segmentation.seg.nrrd and report.json/.csv/.html (docs/report.md).")
+    p.add_argument("input", help="image file, DICOM folder, or a folder of studies")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    add_progress_option(p)
+    p.set_defaults(handler=_cmd_run)
+
     p = sub.add_parser("info", help="print an image's geometry, orientation and intensity range")
     p.add_argument("file", help="image file (NIfTI, NRRD, MHA) or DICOM folder")
     p.set_defaults(handler=_cmd_info)
+
+    from .labeling.commands import add_commands as add_labeling_commands
+
+    add_labeling_commands(sub)  # label, evaluate labels, train labeling
+
+    from .segmentation.commands import add_commands as add_segmentation_commands
+
+    add_segmentation_commands(sub)  # segment, train segmentation
+
+    from .augmentation.commands import add_commands as add_augmentation_commands
+
+    add_augmentation_commands(sub)  # augment
+
+    from .classification.commands import add_commands as add_classification_commands
+
+    add_classification_commands(sub)  # classify, train classification
     return parser
 
 
@@ -70,12 +124,13 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit code."""
     from .device import DeviceError
     from .io import InputError
+    from .labeling.model import ModelError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (InputError, UsageError, DeviceError) as error:
+    except (InputError, UsageError, DeviceError, ModelError) as error:
         print(f"spinetumor {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

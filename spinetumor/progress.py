@@ -52,17 +52,17 @@ class ConsoleProgress:
         self._bar = None
 
     def __enter__(self) -> ProgressCallback:
-        if self.mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=100, desc=self.description, unit="%", file=sys.stderr,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
         return self.update
 
     def update(self, fraction: float, message: str = "") -> None:
         if self.mode == "json":
             print(JSON_PREFIX + json.dumps({"progress": round(fraction, 4), "message": message}), flush=True)
-        elif self._bar is not None:
+        elif self.mode == "bar":
+            if self._bar is None:   # created on first use, so input errors print no empty bar
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=100, desc=self.description, unit="%", file=sys.stderr,
+                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
             self._bar.n = round(100 * fraction, 1)
             self._bar.set_postfix_str(message, refresh=False)
             self._bar.refresh()

@@ -84,7 +84,7 @@ def render_labels(volume: Volume, path, *, values=None, size=(600, 700), opacity
         text.GetTextProperty().SetColor(0.1, 0.1, 0.1)
         text.GetTextProperty().SetFontSize(16)
         text.SetDisplayPosition(10, 10)
-        renderer.AddActor2D(text)
+        renderer.AddViewProp(text)
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
     window.AddRenderer(renderer)
