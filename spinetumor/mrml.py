@@ -341,17 +341,18 @@ def _cell_text(value) -> str:
     return str(value)
 
 
-def records_to_table(records: list[dict], name: str, scene=None, node=None):
+def records_to_table(records: list[dict], name: str, scene=None, node=None, columns=None):
     """Show a list of result records (dicts) as a table node, one row per record.
 
-    Columns appear in first-seen key order. A column whose values are all numbers
+    Columns appear in first-seen key order, after ``columns`` when given (which also
+    gives a table without records its header). A column whose values are all numbers
     (or missing) becomes a double column, missing cells NaN; any other column is a
     string column, lists joined by ", " and missing cells empty. A reused ``node``
     gets a fresh table, so no column of an earlier run survives.
     """
     import vtk
 
-    keys: list[str] = []
+    keys: list[str] = list(columns or ())
     for record in records:
         for key in record:
             if key not in keys:
@@ -441,3 +442,136 @@ def place_beside(node, input_node) -> None:
         hierarchy.CreateItem(parent, node)
     elif hierarchy.GetItemParent(item) != parent:
         hierarchy.SetItemParent(item, parent)
+
+
+# --- result nodes: output segmentation and its companions ------------------------------------
+#
+# A module shows a result as an output segmentation plus companion nodes (level points, a
+# results table, ...) referenced from it under a role, so a re-run on the same output
+# segmentation refills the same nodes instead of piling up copies.
+
+def scene_of(scene=None, *nodes):
+    """The scene to work in: the given one, else the first node's, else ``slicer.mrmlScene``."""
+    if scene is not None:
+        return scene
+    for node in nodes:
+        if node is not None and node.GetScene() is not None:
+            return node.GetScene()
+    return _scene(None)
+
+
+def output_segmentation(scene=None, node=None, name: str = "Segmentation"):
+    """The segmentation node to write into: ``node`` when given (reused), else a new uniquely named one."""
+    if node is not None:
+        if not node.IsA("vtkMRMLSegmentationNode"):
+            raise TypeError(f"{node.GetClassName()} given where a segmentation node is needed")
+        return node
+    scene = scene_of(scene)
+    return scene.AddNewNodeByClass("vtkMRMLSegmentationNode", unique_name(scene, name))
+
+
+def companion_node(owner, role: str, class_name: str, name: str):
+    """The node referenced from ``owner`` under ``role``, created (and referenced) if missing.
+
+    A referenced node of another class (or one deleted meanwhile) is replaced, never reused.
+    """
+    node = owner.GetNodeReference(role)
+    if node is None or not node.IsA(class_name):
+        node = owner.GetScene().AddNewNodeByClass(class_name, name)
+        owner.SetNodeReferenceID(role, node.GetID())
+    return node
+
+
+def remove_companions(owner, roles) -> None:
+    """Remove the nodes referenced from ``owner`` under ``roles`` (stale results of another kind of run)."""
+    for role in roles:
+        node = owner.GetNodeReference(role)
+        owner.RemoveNodeReferenceIDs(role)
+        if node is not None and node.GetScene() is not None:
+            node.GetScene().RemoveNode(node)
+
+
+def companion_points(owner, role: str, points, name: str, beside=None):
+    """Labeled points (``(label, ras)`` pairs) in ``owner``'s point list for ``role``, locked and
+    placed beside the input node ``beside``; returns the point list."""
+    node = companion_node(owner, role, "vtkMRMLMarkupsFiducialNode", name)
+    points_to_markups(points, node.GetName(), scene=owner.GetScene(), node=node)
+    node.SetLocked(True)
+    place_beside(node, beside)
+    return node
+
+
+def companion_table(owner, role: str, records: list[dict], name: str, beside=None, columns=None):
+    """Result records in ``owner``'s table for ``role`` (see :func:`records_to_table`), placed
+    beside ``beside``; returns the table."""
+    node = companion_node(owner, role, "vtkMRMLTableNode", name)
+    records_to_table(records, node.GetName(), scene=owner.GetScene(), node=node, columns=columns)
+    place_beside(node, beside)
+    return node
+
+
+def check_same_grid(volume: Volume, input_node, what: str) -> None:
+    """Refuse a result whose grid is not the input node's (a stale or foreign output folder)."""
+    reference = node_to_volume(input_node)
+    if not volume.same_geometry(reference, tol=1e-3):
+        raise ValueError(f"{what}'s grid {volume.shape} differs from the input {input_node.GetName()}'s "
+                         f"{reference.shape}")
+
+
+def write_volume_node(node, path):
+    """Write a volume node (geometry exact, parent transforms applied) to ``path``, e.g. a job's input."""
+    from .io import write_volume
+
+    return write_volume(node_to_volume(node), path)
+
+
+# --- vertebral levels --------------------------------------------------------------------------
+
+#: Column names of a per-level results table, in order (:func:`level_records`).
+LEVEL_TABLE_COLUMNS = ("Level", "Present", "Volume (mL)", "Centroid R (mm)", "Centroid A (mm)", "Centroid S (mm)",
+                       "Confidence")
+
+
+def level_list(levels) -> list[dict]:
+    """Per-level results as dicts in T11..L5 order, whatever form they come in.
+
+    Accepts the engine's ``LabelingResult.levels`` (name -> ``LevelResult``), a list of dicts
+    (``vertebrae.json``'s ``levels``, or ``report.json``'s ``vertebrae``, which name the level
+    under ``"level"``) or a name -> dict mapping. Levels not mentioned are listed as absent,
+    so a table always has the seven rows.
+    """
+    items = levels.values() if isinstance(levels, dict) else levels
+    by_name = {}
+    for level in items:
+        entry = level.to_dict() if hasattr(level, "to_dict") else dict(level)
+        name = entry.get("name", entry.get("level"))
+        if name not in label_table.LEVEL_NAMES:
+            raise ValueError(f"unknown vertebral level {name!r}; expected one of "
+                             f"{', '.join(label_table.LEVEL_NAMES)}")
+        by_name[name] = {**entry, "name": name}
+    return [by_name.get(name, {"name": name, "value": label_table.by_key(name).value, "present": False})
+            for name in label_table.LEVEL_NAMES]
+
+
+def level_records(levels) -> list[dict]:
+    """One table row per level (T11..L5): level, present, volume, centroid R/A/S, confidence.
+
+    Missing numbers stay None, which the table shows as empty (NaN) cells.
+    """
+    rows = []
+    for entry in level_list(levels):
+        present = bool(entry.get("present"))
+        centroid = entry.get("centroid_ras") if present else None
+        r, a, s = (None, None, None) if centroid is None else (float(c) for c in centroid)
+        confidence = entry.get("confidence") if present else None
+        rows.append(dict(zip(LEVEL_TABLE_COLUMNS, (
+            entry["name"], "yes" if present else "no",
+            float(entry.get("volume_ml") or 0.0) if present else None,
+            r, a, s, None if confidence is None else float(confidence)))))
+    return rows
+
+
+def centroid_points(levels) -> list[tuple[str, np.ndarray]]:
+    """``(level name, centroid RAS)`` of every level found, superior to inferior."""
+    return [(entry["name"], np.asarray(entry["centroid_ras"], dtype=float))
+            for entry in level_list(levels) if entry.get("present") and entry.get("centroid_ras") is not None]

@@ -31,6 +31,10 @@ import numpy as np
 from . import __version__
 from . import labels
 from .volume import CANONICAL_DIRECTION, Reorientation, Volume, reorient
+# The level slabs are defined once, in localization, for the truth and for the measurement.
+from .localization import ALL_LEVELS  # noqa: F401  (order of the level names that tumor levels use)
+from .localization import level_planes as _level_planes
+from .localization import levels_of as _levels_of
 
 TUMOR_CHOICES = ("none", "intramedullary", "intradural-extramedullary", "extradural", "several", "random")
 
@@ -62,8 +66,6 @@ _DISC_ABOVE_T10 = 6.0
 #: Tangent angle of the spine (degrees, positive = running anteriorly going down) at each
 #: body centre, then at the S1 top and the sacral tip: thoracolumbar kyphosis to lumbar lordosis.
 _LORDOSIS_DEG = np.array([12.0, 11.0, 10.0, 8.0, 4.0, 0.0, -7.0, -14.0, -28.0, -12.0])
-#: Order of the level names that tumor levels use.
-ALL_LEVELS = ("T10",) + labels.LEVEL_NAMES + ("S1",)
 
 # Intensity classes of the rendering (not label values: several classes share a label).
 (_AIR, _SOFT, _SKIN, _SUBFAT, _MUSCLE, _MARROW, _CORTEX, _NUCLEUS, _ANNULUS, _DEGEN, _PE, _EPIFAT,
@@ -895,66 +897,6 @@ def _rotation(axis, angle_deg) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Ground truth from the maps
 # ----------------------------------------------------------------------------------------------
-
-def _level_planes(anatomy: Volume) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(index in ALL_LEVELS, point, unit normal) of the superior boundary of each visible level.
-
-    Level k's slab starts at the plane through its body's superior extreme (1st percentile
-    of the body voxels projected on the local spine axis) and ends at the next level's plane,
-    so it holds the body plus the disc below it. The axis is the direction between the
-    neighbouring bodies' centroids (RAS). S1's plane is the top of the sacrum, measured the
-    same way on the sacrum voxels within 25 mm of its top.
-    """
-    arr = anatomy.array
-    names = ALL_LEVELS[:-1]
-    centroid, points = {}, {}
-    values = [labels.value(n) for n in names] + [labels.value("sacrum")]
-    flat = np.flatnonzero(np.isin(arr, values))
-    found = arr.ravel()[flat]
-    by_value = {}
-    for value in values:
-        sel = flat[found == value]
-        if len(sel):
-            by_value[value] = np.stack(np.unravel_index(sel, arr.shape), 1)
-    for name in names:
-        kji = by_value.get(labels.value(name))
-        if kji is not None:
-            points[name] = anatomy.index_to_ras(kji)
-            centroid[name] = points[name].mean(0)
-    present = [n for n in names if n in centroid]
-    planes = []
-    for i, name in enumerate(present):
-        prev = centroid[present[max(i - 1, 0)]]
-        nxt = centroid[present[min(i + 1, len(present) - 1)]]
-        if len(present) < 2:
-            axis = np.array([0.0, 0.0, -1.0])
-        else:
-            axis = (nxt - prev) / np.linalg.norm(nxt - prev)
-        proj = (points[name] - centroid[name]) @ axis
-        planes.append((ALL_LEVELS.index(name), centroid[name] + axis * np.percentile(proj, 1), axis))
-    kji = by_value.get(labels.value("sacrum"))
-    if kji is not None and present:
-        pts = anatomy.index_to_ras(kji)
-        axis = planes[-1][2]
-        proj = pts @ axis
-        top = pts[proj <= proj.min() + 25]
-        c = top.mean(0)
-        axis_s = (c - centroid[present[-1]]) / np.linalg.norm(c - centroid[present[-1]])
-        proj_s = (top - c) @ axis_s
-        planes.append((ALL_LEVELS.index("S1"), c + axis_s * np.percentile(proj_s, 1), axis_s))
-    return planes
-
-
-def _levels_of(points_ras: np.ndarray, planes) -> np.ndarray:
-    """Index in ALL_LEVELS of each point: the last level whose superior plane it lies below."""
-    if not planes:
-        return np.zeros(len(points_ras), int)
-    level = np.full(len(points_ras), planes[0][0] - 1, int)
-    for idx, p, n in planes:
-        below = (points_ras - p) @ n >= 0
-        level = np.where(below, np.maximum(level, idx), level)
-    return np.clip(level, 0, len(ALL_LEVELS) - 1)
-
 
 def _touches_border(mask: np.ndarray, ignore_axis: int | None = None) -> bool:
     """True when the mask reaches a face of the array (faces of ``ignore_axis`` excepted)."""

@@ -48,14 +48,14 @@ def _model_info(manifest: dict) -> dict:
             "sha256": manifest.get("sha256", "")}
 
 
-def _input_info(volume: Volume, name: str) -> dict:
+def input_info(volume: Volume, name: str) -> dict:
     from .info import orientation_code
 
     return {"name": Path(name).name, "path": str(name), "size": " x ".join(map(str, volume.shape[::-1])),
             "spacing": " x ".join(f"{s:.3g}" for s in volume.spacing), "orientation": orientation_code(volume)}
 
 
-def _tumor_entry(location, type_name: str, probabilities: dict) -> dict:
+def tumor_entry(location, type_name: str, probabilities: dict) -> dict:
     """One entry of report["tumors"] (schema in docs/report.md)."""
     return {
         "id": location.id, "type": type_name, "type_probabilities": probabilities,
@@ -114,7 +114,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
         check_cancel(cancel)
         mask = volume.with_array((instances == location.id).astype(np.uint8))
         type_name, probabilities = classify_tumor(volume, mask, canal_cord.canal, canal_cord.cord, model=type_model)
-        tumors.append(_tumor_entry(location, type_name, probabilities))
+        tumors.append(tumor_entry(location, type_name, probabilities))
     timings["classification"] = time.perf_counter() - start
 
     notes = []
@@ -127,7 +127,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
         "schema": "spinetumor-report/1",
         "spinetumor_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": _input_info(volume, name),
+        "input": input_info(volume, name),
         "tumors": tumors,
         "vertebrae": [{"level": lv.name, "present": lv.present, "volume_ml": lv.volume_ml,
                        "centroid_ras": list(lv.centroid_ras) if lv.centroid_ras is not None else None,

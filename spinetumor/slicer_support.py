@@ -233,6 +233,8 @@ class ModuleWidgetSupport:
         self.parameterNode = None
         self._guiTag = None
         self._runner = None
+        self._busyButton = None      # the button that reads Cancel while a job runs (startJob)
+        self._busyText = None
         self.ui.progressBar.visible = False
         widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._onSceneStartClose)
         widget.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self._onSceneEndClose)
@@ -291,13 +293,21 @@ class ModuleWidgetSupport:
     def jobRunning(self) -> bool:
         return self._runner is not None and self._runner.running
 
-    def startJob(self, arguments: list[str], onDone: Callable) -> None:
-        """Run ``spinetumor <arguments>`` in the background; ``onDone(state)`` when it ends."""
+    def startJob(self, arguments: list[str], onDone: Callable, button=None, idleText: str | None = None) -> None:
+        """Run ``spinetumor <arguments>`` in the background; ``onDone(state)`` when it ends.
+
+        ``button`` (default the Apply button) reads Cancel while the job runs and gets
+        ``idleText`` (default its current text) back afterwards, for widgets with several
+        actions (e.g. Segment and Analyze).
+        """
         def finished(state):
             self._runner = None
             self.setBusy(False)
             onDone(state)
 
+        self._busyButton = button if button is not None else self.ui.applyButton
+        self._busyText = idleText if idleText is not None else (
+            self.applyButtonText if button is None else button.text)
         self._runner = JobRunner(arguments, self.showProgress, finished).start()
         self.setBusy(True, "Starting...")
 
@@ -309,7 +319,9 @@ class ModuleWidgetSupport:
 
     def setBusy(self, busy: bool, message: str = "") -> None:
         """Apply <-> Cancel, progress bar shown while busy, inputs locked while busy."""
-        set_busy(self.ui.applyButton, self.ui.progressBar, busy, self.applyButtonText, self.ui.statusLabel, message)
+        button = self._busyButton or self.ui.applyButton
+        set_busy(button, self.ui.progressBar, busy, self._busyText or self.applyButtonText, self.ui.statusLabel,
+                 message)
         self._enableInputs(not busy)
         self._updateButtons()
 

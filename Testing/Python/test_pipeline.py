@@ -14,7 +14,7 @@ from spinetumor import labels
 from spinetumor.io import read_segmentation, read_volume, write_volume
 from spinetumor.localization import localize_tumors
 from spinetumor.phantom import generate
-from spinetumor.pipeline import Analysis, _tumor_entry, combined_labels, find_studies, study_name, write_analysis
+from spinetumor.pipeline import Analysis, tumor_entry, combined_labels, find_studies, study_name, write_analysis
 from spinetumor.report import finding_sentence
 
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[2] / "spinetumor" / "models"
@@ -30,7 +30,7 @@ def truth_analysis(seed: int = 11, tumor: str = "intradural-extramedullary") -> 
                                                     labels.value("cauda_equina"), 31, 32]).astype(np.uint8))
     cord = case.image.with_array(np.isin(anatomy, [labels.value("cord"), 31]).astype(np.uint8))
     locations = localize_tumors(case.tumor, case.vertebrae, canal, cord, instances=True)
-    tumors = [_tumor_entry(loc, t["type"], {name: float(name == t["type"]) for name in labels.TUMOR_TYPE_NAMES})
+    tumors = [tumor_entry(loc, t["type"], {name: float(name == t["type"]) for name in labels.TUMOR_TYPE_NAMES})
               for loc, t in zip(locations, case.truth["tumors"])]
     report = {"schema": "spinetumor-report/1", "spinetumor_version": "test", "created": "now",
               "input": {"name": "phantom", "path": "phantom", "size": "x", "spacing": "y", "orientation": "z"},

@@ -117,6 +117,8 @@ def test_missing_level_has_no_segment_no_point_and_an_absent_row(mrml_scene, lib
 
 
 def test_level_markups_at_centroids_and_table_rows(mrml_scene, lib, case):
+    from spinetumor import mrml
+
     scene_lib, _ = lib
     _, truth = case
     nodes = scene_lib.show_labeling(truth, _levels_from_truth(truth), scene=mrml_scene)
@@ -129,7 +131,7 @@ def test_level_markups_at_centroids_and_table_rows(mrml_scene, lib, case):
         lps = np.array(ORIGIN) + kji[::-1] * np.array(SPACING)
         np.testing.assert_allclose(position, lps * [-1, -1, 1], atol=0.0051)   # the engine rounds to 0.01 mm
     table = nodes.table.GetTable()
-    assert [table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())] == list(scene_lib.TABLE_COLUMNS)
+    assert [table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())] == list(mrml.LEVEL_TABLE_COLUMNS)
     assert table.GetNumberOfRows() == 7
     voxel_ml = np.prod(SPACING) / 1000.0
     for row, lab in enumerate(label_table.VERTEBRAE):

@@ -111,23 +111,12 @@ class AugmentParameters:
 
 
 @dataclass
-class PreviewResult:
-    """One previewed position: the target with the tumor inserted and its exact mask (target grid)."""
-
-    image: object                  # Volume, the target's geometry
-    mask: object                   # Volume (uint8, 1 = tumor), same grid
-    level: str
-    position_mm: float
-    slices: list = field(default_factory=list)   # canonical slices holding the tumor (2D mode)
-
-
-@dataclass
 class PreviewNodes:
     """The nodes a preview adds (or refills)."""
 
     volume: object
     segmentation: object
-    result: PreviewResult
+    result: object                 # spinetumor.augmentation.glide.Insertion
 
 
 # --- names --------------------------------------------------------------------------------
@@ -375,40 +364,17 @@ def write_targets(volume_nodes, folder) -> Path:
 # --- preview ------------------------------------------------------------------------------
 
 def preview_sample(patch, image, vertebrae, anatomy=None, parameters: AugmentParameters | None = None,
-                   name: str = "target") -> PreviewResult:
-    """The first position where ``patch`` fits along the target, inserted (engine ``glide``).
-
-    In 2D mode every sagittal slice the tumor crosses at that position is pasted back into the
-    whole target (each is a separate sample in a dataset); in 3D mode the sample is the volume.
-    The result has exactly the target's grid. ValueError when the tumor fits nowhere.
-    """
-    from spinetumor.augmentation.glide import glide, prepare_target
-    from spinetumor.volume import from_canonical
+                   name: str = "target"):
+    """The engine's :func:`spinetumor.augmentation.glide.insert_once` with the module's parameters."""
+    from spinetumor.augmentation.glide import insert_once
 
     parameters = parameters or AugmentParameters()
     parameters.check()
-    target = prepare_target(image, vertebrae, anatomy, name)
-    canvas, mask = target.image.copy(), np.zeros(target.image.shape, np.uint8)
-    chosen, slices = None, []
-    for sample in glide(target, patch, parameters.per_slice, parameters.mode, parameters.seed):
-        if chosen is not None and sample.placement.index != chosen.index:
-            break
-        if not sample.ok:
-            continue
-        chosen = sample.placement
-        if sample.slice_index is None:
-            canvas, mask = sample.image, sample.mask.astype(np.uint8)
-        else:
-            canvas[sample.slice_index], mask[sample.slice_index] = sample.image, sample.mask
-            slices.append(sample.slice_index)
-    if chosen is None:
-        raise ValueError(f"the {patch.tumor_type} tumor fits nowhere in its compartment along {name}'s CSF")
-    return PreviewResult(from_canonical(canvas.astype(np.float32), target.reference),
-                         from_canonical((mask > 0).astype(np.uint8), target.reference),
-                         chosen.level, chosen.arc_mm, slices)
+    return insert_once(patch, image, vertebrae, anatomy, per_slice=parameters.per_slice, mode=parameters.mode,
+                       seed=parameters.seed, name=name)
 
 
-def show_preview(result: PreviewResult, tumor_type: str, name: str, scene=None, volume_node=None,
+def show_preview(result, tumor_type: str, name: str, scene=None, volume_node=None,
                  segmentation_node=None, beside=None) -> tuple:
     """Show a preview as a volume node and a segmentation with one tumor-type segment.
 

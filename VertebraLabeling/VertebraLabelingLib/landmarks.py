@@ -115,8 +115,6 @@ def masks_from_markups(markups_node, input_volume_node, scene=None, segmentation
     from spinetumor import mrml
     from spinetumor.labeling.landmarks import masks_from_landmarks
 
-    from .scene import output_segmentation
-
     if markups_node is None or markups_node.GetNumberOfControlPoints() == 0:
         raise ValueError("place landmark points first (centroid and two corners per vertebral body)")
     if input_volume_node is None:
@@ -128,7 +126,7 @@ def masks_from_markups(markups_node, input_volume_node, scene=None, segmentation
     if name is None:
         name = segmentation_node.GetName() if segmentation_node is not None else \
             f"{input_volume_node.GetName()} landmark masks"
-    node = output_segmentation(scene or input_volume_node.GetScene(), segmentation_node, name)
+    node = mrml.output_segmentation(scene or input_volume_node.GetScene(), segmentation_node, name)
     mrml.labels_to_segmentation(labels, node.GetName(), scene=node.GetScene(), node=node, surfaces=True)
     markups_node.SetNodeReferenceID(MASKS_ROLE, node.GetID())
     mrml.place_beside(node, input_volume_node)

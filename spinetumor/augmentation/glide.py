@@ -24,11 +24,11 @@ For each position along the path (1 mm steps from T11 to L5, :mod:`.csf_path`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..volume import Volume, to_canonical
+from ..volume import Volume, from_canonical, to_canonical
 from .compartments import Compartments, as_compartments, check_compartment
 from .csf_path import CSFPath, csf_path
 from .extract import TumorPatch, boundary_gradient, local_csf
@@ -376,3 +376,44 @@ def glide(target: Target, patch: TumorPatch, per_slice: int = 20, mode: str = "2
             sample = insert_2d(target, patch, placement, k)
             if sample is not None:
                 yield sample
+
+
+@dataclass
+class Insertion:
+    """One tumor inserted at one position: the target with the tumor and its exact mask (target grid)."""
+
+    image: Volume                  # float32, the target's geometry
+    mask: Volume                   # uint8, 1 = tumor, same grid
+    level: str
+    position_mm: float
+    slices: list = field(default_factory=list)   # canonical slices holding the tumor (2D mode)
+
+
+def insert_once(patch: TumorPatch, image: Volume, vertebrae: Volume, anatomy_or_canal_cord=None, *,
+                per_slice: int = 20, mode: str = "3d", seed: int = 0, name: str = "target") -> Insertion:
+    """Insert ``patch`` at the first position along the target's CSF where it fits its compartment.
+
+    In 2D mode every sagittal slice the tumor crosses at that position is pasted into the
+    whole target (in a dataset each is a separate sample); in 3D mode the sample is the
+    volume. The result has exactly the target's grid. ValueError when the tumor fits nowhere.
+    Used by the TumorAugmentation module's preview and by ``make demo``.
+    """
+    target = prepare_target(image, vertebrae, anatomy_or_canal_cord, name)
+    canvas, mask = target.image.copy(), np.zeros(target.image.shape, np.uint8)
+    chosen, slices = None, []
+    for sample in glide(target, patch, per_slice, mode, seed):
+        if chosen is not None and sample.placement.index != chosen.index:
+            break
+        if not sample.ok:
+            continue
+        chosen = sample.placement
+        if sample.slice_index is None:
+            canvas, mask = sample.image, sample.mask.astype(np.uint8)
+        else:
+            canvas[sample.slice_index], mask[sample.slice_index] = sample.image, sample.mask
+            slices.append(sample.slice_index)
+    if chosen is None:
+        raise ValueError(f"the {patch.tumor_type} tumor fits nowhere in its compartment along {name}'s CSF")
+    return Insertion(from_canonical(canvas.astype(np.float32), target.reference),
+                     from_canonical((mask > 0).astype(np.uint8), target.reference), chosen.level, chosen.arc_mm,
+                     slices)
