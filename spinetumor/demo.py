@@ -1,11 +1,13 @@
-"""``make demo``: run SpineTumor's main job on bundled data and write pictures a person can look at.
+"""``make demo``: run the whole SpineTumor analysis on bundled data and write reports a person can read.
 
 Writes, under the output folder:
 
-* ``phantom/``: one synthetic case (image, vertebrae, anatomy, tumor, truth.json) and
-  ``overview.png``, the mid-tumor sagittal slice with the ground truth overlaid;
-* ``sample/``: the geometry summary and an overview of the bundled real lumbar scan
-  (Spinal Cord Toolbox tutorial data, MIT).
+* ``phantom/``: a synthetic case (``case/``: image, vertebrae, anatomy, tumor, truth.json) and
+  the analysis of its image (``report.html`` and the rest of ``spinetumor run``'s outputs);
+* ``sample/``: the bundled real thoracolumbar T2 (Spinal Cord Toolbox tutorial data, MIT) with a
+  phantom tumor inserted along its CSF by TumorAugmentation (``input_with_tumor.nii.gz`` and the
+  inserted tumor's exact mask ``inserted_tumor.nii.gz``), and the analysis of that image. The
+  scan itself has no tumor; the report says so.
 """
 
 from __future__ import annotations
@@ -14,32 +16,54 @@ import argparse
 import json
 from pathlib import Path
 
-from .figures import sagittal_overview
-from .info import describe
-from .io import read_volume, write_text
-from .phantom import generate, write_case
+from .io import read_volume, write_volume
+from .phantom import write_case
+from .pipeline import run_study
+from .progress import ConsoleProgress
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "SampleData" / "sct_t2_lumbar" / "t2_lumbar.nii.gz"
 
 
-def run_demo(out: Path, seed: int = 7) -> list[Path]:
-    """Write the demo outputs; returns the paths written."""
-    written = []
-    phantom_dir = out / "phantom"
-    written += write_case(phantom_dir, seed=seed, tumor="intradural-extramedullary")
-    case = generate(seed, tumor="intradural-extramedullary")
-    truth = json.loads((phantom_dir / "truth.json").read_text())
-    tumors = ", ".join(f"{t['type']} at {'-'.join(t['levels'])} ({t['volume_ml']:.2f} mL)" for t in truth["tumors"])
-    written.append(sagittal_overview(case.image, case.anatomy, phantom_dir / "overview.png",
-                                     title=f"phantom seed {seed}: {tumors or 'no tumor'}"))
-    if SAMPLE.exists():
-        sample_dir = out / "sample"
-        volume = read_volume(SAMPLE)
-        written.append(write_text(describe(volume, SAMPLE.name) + "\n", sample_dir / "info.txt"))
-        written.append(sagittal_overview(volume, None, sample_dir / "overview.png",
-                                         title="bundled real lumbar T2 (SCT, MIT)"))
-    return written
+def demo_phantom(out: Path, seed: int, progress=None) -> Path:
+    """Analyze a phantom with an intradural-extramedullary tumor; returns its report.html."""
+    write_case(out / "case", seed=seed, tumor="intradural-extramedullary")
+    truth = json.loads((out / "case" / "truth.json").read_text())
+    described = "; ".join(f"{t['type']} at {', '.join(t['levels'])}, {t['volume_ml']:.2f} mL" for t in truth["tumors"])
+    run_study(out / "case" / "image.nii.gz", out, progress=progress,
+              notes=[f"Synthetic phantom (seed {seed}); its ground truth: {described or 'no tumor'} "
+                     "(case/truth.json)."])
+    return out / "report.html"
+
+
+def demo_sample(out: Path, seed: int, tumor_type: str = "extradural", progress=None) -> Path:
+    """Insert a phantom tumor into the bundled real scan, then analyze it; returns its report.html."""
+    from .augmentation.dataset import source_from_phantom
+    from .augmentation.glide import insert_once
+    from .labeling.infer import label_vertebrae
+
+    volume = read_volume(SAMPLE)
+    vertebrae = label_vertebrae(volume).labels
+    patch = source_from_phantom(seed, tumor_type)
+    insertion = insert_once(patch, volume, vertebrae, mode="3d", seed=seed, name=SAMPLE.name)
+    image = write_volume(insertion.image, out / "input_with_tumor.nii.gz")
+    write_volume(insertion.mask, out / "inserted_tumor.nii.gz")
+    run_study(image, out, progress=progress, notes=[
+        f"Real scan ({SAMPLE.name}, Spinal Cord Toolbox tutorial data, MIT) without any tumor of its own: the "
+        f"{tumor_type} tumor was taken from phantom seed {seed} and inserted by TumorAugmentation at "
+        f"{insertion.level} ({insertion.position_mm:.0f} mm along the CSF from the top of T11); its exact mask "
+        "is inserted_tumor.nii.gz."])
+    return out / "report.html"
+
+
+def run_demo(out: Path, seed: int = 7, progress_mode: str = "bar") -> list[Path]:
+    """Write both demo cases; returns the two report pages."""
+    reports = []
+    with ConsoleProgress(progress_mode, "phantom") as progress:
+        reports.append(demo_phantom(out / "phantom", seed, progress))
+    with ConsoleProgress(progress_mode, "real sample") as progress:
+        reports.append(demo_sample(out / "sample", seed, progress=progress))
+    return reports
 
 
 def main(argv=None) -> int:
