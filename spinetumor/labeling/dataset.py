@@ -31,13 +31,15 @@ def interpolation_matrix(n_source: int, source_spacing: float, n_target: int, ta
     Target sample ``t`` lies at ``t * target_spacing`` mm, source sample ``s`` at
     ``s * source_spacing`` mm. The kernel is linear (a tent), widened to the target
     spacing when downsampling so that fine scans are averaged rather than aliased.
-    Target samples outside the source extent get no weight (zero padding).
+    Target samples beyond the source voxels' extent (half a pixel past the first and last
+    sample) get no weight (zero padding); those within it take the edge value.
     """
     pos = np.arange(n_target) * target_spacing / source_spacing       # in source pixels
     width = max(1.0, target_spacing / source_spacing)
     src = np.arange(n_source)
+    inside = (pos >= -0.5 - 1e-6) & (pos <= n_source - 0.5 + 1e-6)    # within the voxels' extent
+    pos = np.clip(pos, 0, n_source - 1)                                # edge voxels extend half a pixel
     w = np.clip(1.0 - np.abs(pos[:, None] - src[None, :]) / width, 0.0, None)
-    inside = (pos >= -1e-6) & (pos <= n_source - 1 + 1e-6)
     sums = w.sum(axis=1, keepdims=True)
     w = np.where((sums > 0) & inside[:, None], w / np.maximum(sums, 1e-12), 0.0)
     return w.astype(np.float32)
@@ -79,7 +81,7 @@ class SliceGrid:
         """Images ``[..., rows, cols]`` -> ``[..., out_rows, out_cols]`` at the fixed spacing."""
         wr = interpolation_matrix(self.rows, self.row_spacing, self.out_rows, self.spacing)
         wc = interpolation_matrix(self.cols, self.col_spacing, self.out_cols, self.spacing)
-        return np.einsum("ar,...rc,bc->...ab", wr, stack.astype(np.float32, copy=False), wc, optimize=True)
+        return _apply_separable(wr, wc, stack)
 
     def labels_to_fixed(self, stack: np.ndarray) -> np.ndarray:
         """Label maps ``[..., rows, cols]`` -> fixed grid by nearest neighbour (0 outside)."""
@@ -93,7 +95,28 @@ class SliceGrid:
         """Fixed-grid maps ``[..., out_rows, out_cols]`` (e.g. probabilities) -> the slice grid."""
         wr = interpolation_matrix(self.out_rows, self.spacing, self.rows, self.row_spacing)
         wc = interpolation_matrix(self.out_cols, self.spacing, self.cols, self.col_spacing)
-        return np.einsum("ra,...ab,cb->...rc", wr, stack.astype(np.float32, copy=False), wc, optimize=True)
+        return _apply_separable(wr, wc, stack)
+
+
+def _apply_separable(wr: np.ndarray, wc: np.ndarray, stack: np.ndarray) -> np.ndarray:
+    """``wr @ image @ wc.T`` for every image of ``stack [..., rows, cols]``, with sparse matrices.
+
+    The interpolation matrices have a few non-zeros per row, so sparse products cost a
+    small fraction of dense ones (this runs on every slice and class during inference).
+    """
+    from scipy import sparse
+
+    stack = np.asarray(stack, dtype=np.float32)
+    lead, (rows, cols) = stack.shape[:-2], stack.shape[-2:]
+    flat = stack.reshape(-1, rows, cols)
+    wr_s, wc_s = sparse.csr_matrix(wr), sparse.csr_matrix(wc)
+    # rows: [rows, n * cols] -> [out_rows, n * cols]
+    by_rows = np.ascontiguousarray(flat.transpose(1, 0, 2)).reshape(rows, -1)
+    step = np.asarray(wr_s @ by_rows, dtype=np.float32).reshape(wr.shape[0], len(flat), cols)
+    # cols: [n * out_rows, cols] @ wc.T -> [n * out_rows, out_cols]
+    by_cols = np.ascontiguousarray(step.transpose(1, 0, 2)).reshape(-1, cols)
+    out = np.asarray((wc_s @ by_cols.T).T, dtype=np.float32)
+    return out.reshape(*lead, wr.shape[0], wc.shape[0])
 
 
 def normalize_intensity(array: np.ndarray) -> np.ndarray:
@@ -172,11 +195,27 @@ def build_cache(path, chu_dir=None, chu_cases=CHU_CASES, phantom_seeds=(), progr
         img, lab = prepare_case(*phantom_case(seed))
         arrays[f"phantom_{seed:04d}/image"], arrays[f"phantom_{seed:04d}/label"] = img, lab
         progress(f"prepared phantom {seed}: {img.shape}")
+    save_cache(path, arrays)
+    meta.write_text(json.dumps({**manifest, "key": key}, indent=2))
+    return path
+
+
+def save_cache(path, arrays: dict) -> Path:
+    """Write prepared slices atomically; ``arrays`` maps ``{case}/image`` and ``{case}/label`` to arrays.
+
+    A dict ``{case: (image, label)}`` is accepted too.
+    """
+    path = Path(path)
+    flat = {}
+    for key, item in arrays.items():
+        if isinstance(item, tuple):
+            flat[f"{key}/image"], flat[f"{key}/label"] = item
+        else:
+            flat[key] = item
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **flat)
     tmp.replace(path)
-    meta.write_text(json.dumps({**manifest, "key": key}, indent=2))
     return path
 
 

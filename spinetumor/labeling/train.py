@@ -41,6 +41,9 @@ class TrainConfig:
     train_cases: tuple = CHU_TRAINING
     val_cases: tuple = CHU_VALIDATION
     empty_slice_weight: float = 0.15        # sampling weight of slices without any vertebra
+    val_stride: int = 2                     # validate on every n-th sagittal slice during training
+    ordinal_weight: float = 0.0             # weight of the ordinal level term of the loss
+    stages: list = field(default_factory=list)  # changes made on resume: [{"from_epoch", "ordinal_weight"}]
     net: dict = field(default_factory=lambda: NetConfig().to_dict())
 
     def to_dict(self) -> dict:
@@ -229,11 +232,15 @@ def _uncanvas(canvas: np.ndarray, shape) -> np.ndarray:
     return out
 
 
-def validate(model, cases: dict, names, device) -> dict:
-    """Per-level 3D Dice on the cached grid (no post-processing) and its mean over levels and cases."""
+def validate(model, cases: dict, names, device, stride: int = 1) -> dict:
+    """Per-level 3D Dice on the cached grid (no post-processing) and its mean over levels and cases.
+
+    ``stride`` > 1 scores every stride-th sagittal slice only (a cheaper estimate during training).
+    """
     per_case = {}
     for name in names:
         img, lab = cases[name]
+        img, lab = img[::stride], lab[::stride]
         pred = predict_stack(model, img, device)
         dices = {}
         for level in range(1, NUM_CLASSES):
@@ -249,11 +256,13 @@ def validate(model, cases: dict, names, device) -> dict:
 # --- the run --------------------------------------------------------------------------------
 
 def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool = False, device=None,
-          log=print, cache=None) -> dict:
+          log=print, cache=None, stop_after: int | None = None) -> dict:
     """Train (or resume) a labeling network in ``out``; returns the history.
 
     ``chu_dir`` is the folder of the Chu cases (default ../shared/data/chu_lumbar_t2);
-    ``cache`` overrides the prepared-slices file (default ``out/slices.npz``).
+    ``cache`` overrides the prepared-slices file (default ``out/slices.npz``);
+    ``stop_after`` ends the run after that (1-based) epoch without changing the learning-rate
+    schedule, so a run interrupted there and resumed can be reproduced exactly.
     """
     import torch
 
@@ -266,16 +275,30 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     ckpt = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and ckpt is None:
         log(f"no checkpoint in {out}; starting a new run")
+    if ckpt and config is not None and config.epochs:
+        ckpt["config"].epochs = config.epochs      # a resumed run may be extended or shortened
+    if ckpt and config is not None and config.ordinal_weight is not None \
+            and config.ordinal_weight != ckpt["config"].ordinal_weight:
+        log(f"ordinal loss weight {ckpt['config'].ordinal_weight} -> {config.ordinal_weight} from epoch "
+            f"{int(ckpt['epoch']) + 2}")
+        ckpt["config"].stages = list(getattr(ckpt["config"], "stages", None) or []) + [
+            {"from_epoch": int(ckpt["epoch"]) + 2, "ordinal_weight": config.ordinal_weight}]
+        ckpt["config"].ordinal_weight = config.ordinal_weight
     config = ckpt["config"] if ckpt else (config or TrainConfig())
-    if ckpt and config is not None and hasattr(config, "epochs"):
-        pass
+    if not config.epochs:
+        config.epochs = TrainConfig.epochs
+    if config.ordinal_weight is None:
+        config.ordinal_weight = 0.0
     device = select_device(device) if not hasattr(device, "type") else device
     chu_dir = Path(chu_dir) if chu_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "chu_lumbar_t2"
-    seeds = range(1000, 1000 + config.phantoms) if config.phantoms and phantom_available() else ()
-    if config.phantoms and not seeds:
-        log("spinetumor.phantom is not available: training on the real cases only")
-    cache_path = build_cache(cache or out / "slices.npz", chu_dir,
-                             tuple(config.train_cases) + tuple(config.val_cases), seeds, progress=log)
+    if cache is not None and Path(cache).exists():
+        cache_path = Path(cache)                  # prepared by the caller (tests, experiments)
+    else:
+        seeds = range(1000, 1000 + config.phantoms) if config.phantoms and phantom_available() else ()
+        if config.phantoms and not seeds:
+            log("spinetumor.phantom is not available: training on the real cases only")
+        cache_path = build_cache(cache or out / "slices.npz", chu_dir,
+                                 tuple(config.train_cases) + tuple(config.val_cases), seeds, progress=log)
     cases = load_cache(cache_path)
     train_names = [n for n in cases if n in config.train_cases or n.startswith("phantom_")]
     val_names = [n for n in config.val_cases if n in cases]
@@ -292,6 +315,8 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
         log(f"resumed from epoch {start - 1}")
     steps = max(1, config.samples_per_epoch // config.batch_size)
     for epoch in range(start, config.epochs):
+        if stop_after is not None and epoch >= stop_after:
+            break
         t0 = time.time()
         rng = np.random.default_rng([config.seed, epoch])
         torch.manual_seed(config.seed * 100003 + epoch)
@@ -310,11 +335,11 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
                 labs.append(lab)
             x, y = augment_batch(torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs)), rng)
             optimizer.zero_grad(set_to_none=True)
-            loss = segmentation_loss(model(x.to(device)), y.to(device))
+            loss = segmentation_loss(model(x.to(device)), y.to(device), ordinal_weight=config.ordinal_weight)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
-        val = validate(model, cases, val_names, device) if val_names else {"mean_dice": float("nan"), "per_case": {}}
+            losses.append(loss.item())
+        val = validate(model, cases, val_names, device, config.val_stride) if val_names else {"mean_dice": float("nan"), "per_case": {}}
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_dice": val["mean_dice"],
                  "val_per_case": val["per_case"], "seconds": round(time.time() - t0, 1)}
         history.append(entry)
@@ -346,29 +371,37 @@ def main(argv=None) -> int:
 def add_arguments(p) -> None:
     """Options shared by ``spinetumor train labeling`` and ``python -m spinetumor.labeling.train``."""
     p.add_argument("--out", required=True, help="run folder (checkpoints, cache, log)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs in all (default {TrainConfig.epochs}; with --resume, the checkpoint's)")
     p.add_argument("--samples-per-epoch", type=int, default=TrainConfig.samples_per_epoch)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/checkpoint.pt (its data and architecture; only --epochs may change)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     p.add_argument("--phantoms", type=int, default=0, help="tumor-free phantoms added to training")
     p.add_argument("--depth", type=int, default=6, help="U-Net levels (6, or 4 for the ablation)")
     p.add_argument("--base", type=int, default=8, help="channels of the first level")
     p.add_argument("--no-attention", action="store_true", help="plain skip connections (ablation)")
+    p.add_argument("--ordinal-weight", type=float, default=None,
+                   help="weight of the ordinal level loss term (default 0; may change on --resume)")
     p.add_argument("--chu-dir", default=None, help="folder of the Chu cases")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this epoch (1-based) without changing the schedule; resume later")
 
 
 def run_from_args(args) -> dict:
     """Build the config from parsed options and train."""
     net = NetConfig(depth=args.depth, base=args.base, attention=not args.no_attention).to_dict()
-    config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
-                         seed=args.seed, phantoms=args.phantoms, net=net)
-    result = train(args.out, config, chu_dir=args.chu_dir, resume=args.resume, device=args.device)
-    if args.resume and result["config"]["epochs"] != args.epochs:
-        pass
-    return result
+    config = TrainConfig(epochs=args.epochs or 0, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
+                         seed=args.seed, phantoms=args.phantoms, net=net,
+                         ordinal_weight=args.ordinal_weight if args.ordinal_weight is not None else
+                         (None if args.resume else 0.0))
+    if not args.resume and not config.epochs:
+        config.epochs = TrainConfig.epochs
+    return train(args.out, config, chu_dir=args.chu_dir, resume=args.resume, device=args.device,
+                 stop_after=args.stop_after)
 
 
 if __name__ == "__main__":

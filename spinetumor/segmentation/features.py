@@ -17,6 +17,17 @@ Features (all float32, distances and scales in millimetres, so they mean the sam
   two adjacent slices (smoothed 1 mm), which sees partial volume across slices.
 * ``gradient_1mm``, ``log_{2,4}mm`` (scale-normalised Laplacian of Gaussian),
   ``local_sd_2mm`` (local standard deviation: tumor texture against smooth CSF).
+* ``contrast_6mm`` -- ``gauss_1mm`` minus an in-plane 6 mm Gaussian (local background);
+  ``si_contrast_{15,40}mm`` -- ``gauss_1mm`` minus its mean along the rows over +-15 mm and
+  +-40 mm. The sac, the cord and the epidural fat run superior-inferior, so a focal mass
+  stands out against the same structure above and below it.
+* ``marrow_ratio`` -- ``gauss_2mm`` divided by the median of the tissue 8-25 mm in front of
+  the sac (the vertebral bodies and discs): T2 tumor signal is usually described relative to
+  marrow; ``texture_cv_3mm`` -- the local coefficient of variation of ``gauss_1mm`` over
+  3 mm (tumors are heterogeneous, CSF and cord smooth).
+* ``row_sac_width_ratio``, ``row_sac_mean_ratio`` -- per sagittal slice and row, the sac's
+  anterior-posterior width and mean intensity divided by their running median over +-20 mm
+  of rows: a mass in or against the sac widens, narrows, darkens or brightens it locally.
 * ``dist_canal_mm``, ``dist_cord_mm``, ``dist_vertebrae_mm`` -- signed distances (negative
   inside) computed in 3D with the physical spacing; :data:`ABSENT_MM` when the structure is
   not available (no cord in view, no vertebra labels).
@@ -24,6 +35,8 @@ Features (all float32, distances and scales in millimetres, so they mean the sam
   offset from the canal's centre in the same row (which side of the sac a voxel lies on:
   vertebral body in front, epidural fat and laminae behind).
 * ``si_position`` -- the row's position along the image, 0 at the top, 1 at the bottom.
+  These three position features are computed but left out of the shipped forest
+  (:data:`POSITION_FEATURES`, :func:`model_features`).
 * ``fcm_0 .. fcm_{c-1}`` -- fuzzy c-means memberships of the normalised intensity
   (clusters sorted dark to bright), the paper's unsupervised step before the forest.
 """
@@ -51,13 +64,28 @@ FCM_SAMPLE = 200_000
 WORK_MM = 1.0
 
 BASE_FEATURES = ("intensity", "gauss_1mm", "gauss_2mm", "gauss_4mm", "neighbour_slices", "gradient_1mm",
-                 "log_2mm", "log_4mm", "local_sd_2mm", "dist_canal_mm", "dist_cord_mm", "dist_vertebrae_mm",
+                 "log_2mm", "log_4mm", "local_sd_2mm", "contrast_6mm", "si_contrast_15mm", "si_contrast_40mm",
+                 "marrow_ratio", "texture_cv_3mm", "row_sac_width_ratio", "row_sac_mean_ratio",
+                 "dist_canal_mm", "dist_cord_mm", "dist_vertebrae_mm",
                  "ap_offset_mm", "lr_offset_mm", "si_position")
 
 
+#: Features computed but not given to the shipped forest: with a few dozen training
+#: phantoms the forest memorised where their tumors sat through these coordinates
+#: (they were its most important features and false positives followed them), see
+#: docs/benchmarks.md "Tumor segmentation".
+POSITION_FEATURES = ("ap_offset_mm", "lr_offset_mm", "si_position")
+
+
 def feature_names(clusters: int) -> tuple[str, ...]:
-    """The ordered feature names for ``clusters`` fuzzy c-means clusters (0: no FCM features)."""
+    """All computed feature names for ``clusters`` fuzzy c-means clusters (0: no FCM features)."""
     return BASE_FEATURES + tuple(f"fcm_{k}" for k in range(int(clusters)))
+
+
+def model_features(clusters: int, position: bool = False) -> tuple[str, ...]:
+    """The features a forest is trained on: all computed ones, without :data:`POSITION_FEATURES`
+    unless ``position``."""
+    return tuple(n for n in feature_names(clusters) if position or n not in POSITION_FEATURES)
 
 
 @dataclass
@@ -80,6 +108,11 @@ class FeatureStack:
     names: tuple
     reference: float
     slices_kept: np.ndarray
+
+    def columns(self, names) -> np.ndarray:
+        """The feature matrix restricted to ``names`` (in that order)."""
+        index = [self.names.index(n) for n in names]
+        return self.values[:, index]
 
 
 def axis_spacing(canon) -> np.ndarray:
@@ -260,6 +293,7 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
             kept = kept[keep]
     check_cancel(cancel)
     columns = _image_features(norm, roi, work)
+    columns.update(_context_features(norm, roi, work, canal_w, cord_w))
     check_cancel(cancel)
     columns["dist_canal_mm"] = dist_canal[roi]
     columns["dist_cord_mm"] = signed_distance(cord_w, work)[roi]
@@ -297,6 +331,45 @@ def _image_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray) -> d
         out[f"log_{mm:g}mm"] = (ndimage.gaussian_laplace(norm, inplane(mm), mode="nearest") * mm * mm)[roi]
     sq = ndimage.gaussian_filter(norm * norm, inplane(2.0), mode="nearest")
     out["local_sd_2mm"] = np.sqrt(np.clip(sq - g2 * g2, 0.0, None))[roi]
+    out["contrast_6mm"] = (g1 - ndimage.gaussian_filter(g2, inplane(np.sqrt(32.0)), mode="nearest"))[roi]
+    for mm in (15.0, 40.0):
+        size = 2 * int(round(mm / spacing[1])) + 1
+        out[f"si_contrast_{mm:g}mm"] = (g1 - ndimage.uniform_filter1d(g1, size, axis=1, mode="nearest"))[roi]
+    return out
+
+
+def _context_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, canal: np.ndarray,
+                      cord: np.ndarray) -> dict:
+    """Marrow-relative intensity, texture and the per-row sac anomalies (see the module docstring)."""
+    from scipy import ndimage
+
+    def inplane(mm: float) -> tuple:
+        return (0.0, mm / spacing[1], mm / spacing[2])
+
+    g1 = ndimage.gaussian_filter(norm, inplane(1.0), mode="nearest")
+    g2 = ndimage.gaussian_filter(norm, inplane(2.0), mode="nearest")
+    s_c, c_c = _row_centres(canal)
+    cols = np.arange(norm.shape[2])[None, :]
+    offset = (cols - c_c[:, None]) * spacing[2]                     # (r, c) mm, + posterior
+    band = (offset > -25.0) & (offset < -8.0)
+    near_mid = np.abs(np.arange(norm.shape[0]) - np.median(s_c)) * spacing[0] < 10.0
+    front = norm[near_mid][:, band] if near_mid.any() and band.any() else norm[canal]
+    marrow = float(np.median(front)) if front.size else 1.0
+    out = {"marrow_ratio": g2[roi] / max(marrow, 1e-3)}
+    m3 = ndimage.gaussian_filter(g1, inplane(3.0), mode="nearest")
+    sq3 = ndimage.gaussian_filter(g1 * g1, inplane(3.0), mode="nearest")
+    out["texture_cv_3mm"] = (np.sqrt(np.clip(sq3 - m3 * m3, 0.0, None)) / np.maximum(m3, 1e-3))[roi]
+    width = canal.sum(axis=2).astype(np.float32)                     # (s, r)
+    total = np.where(canal, norm, 0.0).sum(axis=2)
+    mean = np.where(width > 0, total / np.maximum(width, 1), 0.0).astype(np.float32)
+    size = 2 * int(round(20.0 / spacing[1])) + 1
+    ratios = {}
+    for name, prof in (("row_sac_width_ratio", width), ("row_sac_mean_ratio", mean)):
+        ref = ndimage.median_filter(prof, size=(1, size), mode="nearest")
+        ratios[name] = np.where(ref > 0, prof / np.maximum(ref, 1e-3), 1.0).astype(np.float32)
+    s_idx, r_idx, _ = np.nonzero(roi)
+    for name, table in ratios.items():
+        out[name] = table[s_idx, r_idx]
     return out
 
 

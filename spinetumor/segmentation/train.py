@@ -32,12 +32,12 @@ KINDS = ("intramedullary", "intradural-extramedullary", "extradural", "none")
 TRAIN_SEED_BASE = 10_000
 VAL_SEED_BASE = 20_000
 TEST_SEED_BASE = 30_000
-BACKGROUND_PER_CASE = 6000
+BACKGROUND_PER_CASE = 24000
 HARD_MM = 5.0
-#: Forest size: 32 trees of depth <= 16 with >= 8 samples per leaf (a few MB, ~1 s per case).
-FOREST = {"n_estimators": 32, "max_depth": 16, "min_samples_leaf": 8, "max_features": "sqrt"}
+#: Forest size: 32 trees of depth <= 16 with >= 20 samples per leaf (a few MB, ~1 s per case).
+FOREST = {"n_estimators": 32, "max_depth": 16, "min_samples_leaf": 20, "max_features": "sqrt"}
 #: Candidate post-processing settings searched on the validation phantoms.
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 MIN_VOLUMES_MM3 = (0.0, 50.0, 100.0, 200.0, 400.0)
 #: Tumor-free validation phantoms that must come out empty for a setting to be eligible.
 TARGET_CLEAN_RATE = 0.95
@@ -89,8 +89,8 @@ def prepare_case(seed: int, kind: str, with_vertebrae: bool = True) -> PreparedC
                         to_canonical(case.tumor)[0].array > 0)
 
 
-def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows (features, labels) of one prepared case: all tumor voxels plus sampled background."""
+def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows (features ``names``, labels) of one prepared case: all tumor voxels plus sampled background."""
     from .features import compute_features, working_truth
 
     stack = compute_features(prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae, clusters,
@@ -105,7 +105,7 @@ def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng) -> tuple
             rng.choice(hard, size=min(n_half, hard.size), replace=False) if hard.size else hard,
             rng.choice(other, size=min(n_half, other.size), replace=False)]
     index = np.unique(np.concatenate(pick))
-    return stack.values[index], y[index].astype(np.uint8)
+    return stack.columns(names)[index], y[index].astype(np.uint8)
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, seed: int = 0, n_jobs: int = 1, **overrides):
@@ -168,7 +168,8 @@ def choose_postprocessing(scores: list[dict], kinds: list[str], thresholds=THRES
 
 
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
-                denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None):
+                denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None,
+                position: bool = False):
     """Train a forest on ``cases`` phantoms, choose post-processing on ``val_cases`` others.
 
     Returns ``(TumorModel, info)`` where ``info`` holds the seeds used, sample counts,
@@ -176,8 +177,10 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     to an already prepared case (the benchmark shares them between variants).
     """
     from ..progress import report
+    from .features import model_features
     from .tumor import TumorModel
 
+    names = model_features(clusters, position)
     prepared = {} if prepared is None else prepared
 
     def get(plan_item):
@@ -195,7 +198,7 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
         prep = get(item)
         if prep is None:
             continue
-        x, y = case_samples(prep, denoiser, clusters, rng)
+        x, y = case_samples(prep, denoiser, clusters, rng, names)
         xs.append(x)
         ys.append(y)
         used.append(item[0])
@@ -203,7 +206,7 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     report(progress, 0.6, f"fitting the forest on {len(y)} voxels")
     forest = fit_forest(x, y, seed)
     fit_seconds = time.perf_counter() - t0
-    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices)
+    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names)
     scores, kinds, val_used = [], [], []
     for n, item in enumerate(val_plan):
         report(progress, 0.7 + 0.3 * n / max(len(val_plan), 1), f"validation phantom {n + 1}/{len(val_plan)}")

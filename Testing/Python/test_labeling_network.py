@@ -1,0 +1,139 @@
+"""The attention U-Net: shapes of the variants, a training step that learns, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spinetumor.labeling.dataset import SliceGrid, save_cache  # noqa: E402
+from spinetumor.labeling.network import NetConfig, build_unet, count_parameters, segmentation_loss  # noqa: E402
+from spinetumor.labeling.train import TrainConfig, load_checkpoint, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run faster on one thread, and the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("depth,attention", [(6, True), (6, False), (4, True), (4, False)])
+def test_output_shape_of_each_variant(depth, attention):
+    torch.manual_seed(0)
+    model = build_unet(NetConfig(depth=depth, base=2, attention=attention)).eval()
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 8, 64, 96)
+    gates = [m for m in model.modules() if type(m).__name__ == "AttentionGate"]
+    assert len(gates) == (depth - 1 if attention else 0)
+    assert len(model.encoders) == depth and len(model.decoders) == depth - 1
+
+
+def test_default_network_is_small():
+    model = build_unet(NetConfig())
+    assert count_parameters(model) * 4 < 30e6      # float32 weights under 30 MB
+
+
+def test_one_training_step_reduces_the_loss():
+    torch.manual_seed(0)
+    model = build_unet(NetConfig(depth=4, base=4))
+    x = torch.rand(2, 1, 32, 32)
+    y = (x[:, 0] > 0.5).long() * 3
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    before = segmentation_loss(model(x), y)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = segmentation_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    after = segmentation_loss(model(x), y)
+    assert after.item() < before.item() - 0.05
+
+
+def test_loss_is_low_for_a_confident_right_answer():
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[0, 2:5, 2:5] = 4
+    logits = torch.nn.functional.one_hot(y, 8).permute(0, 3, 1, 2).float() * 20
+    assert float(segmentation_loss(logits, y)) < 1e-3
+    assert float(segmentation_loss(-logits, y)) > 2.0
+
+
+def tiny_cache(tmp_path):
+    """Two small synthetic 'cases' (slices of bright boxes on a dark background)."""
+    rng = np.random.default_rng(0)
+    cases = {}
+    for name in ("chu_02", "chu_17"):
+        img = np.zeros((4, 60, 50), np.float16)
+        lab = np.zeros((4, 60, 50), np.uint8)
+        for level in (1, 2, 3):
+            img[:, 5 + level * 14:15 + level * 14, 10:30] = 0.5 + 0.1 * level
+            lab[:, 5 + level * 14:15 + level * 14, 10:30] = level
+        img += rng.normal(0, 0.02, img.shape).astype(np.float16)
+        cases[name] = (img, lab)
+    return save_cache(tmp_path / "cache.npz", cases)
+
+
+def tiny_config(epochs):
+    return TrainConfig(epochs=epochs, samples_per_epoch=4, batch_size=2, seed=3,
+                       train_cases=("chu_02",), val_cases=("chu_17",),
+                       net=NetConfig(depth=4, base=2).to_dict())
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    cache = tiny_cache(tmp_path)
+    quiet = lambda *a: None  # noqa: E731
+    train(tmp_path / "straight", tiny_config(2), cache=cache, device="cpu", log=quiet)
+    train(tmp_path / "resumed", tiny_config(1), cache=cache, device="cpu", log=quiet)
+    first = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert first["epoch"] == 0
+    train(tmp_path / "resumed", tiny_config(2), cache=cache, device="cpu", log=quiet, resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 1
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert (tmp_path / "resumed" / "best.pt").exists()
+
+
+def test_slice_grid_round_trip_keeps_smooth_images():
+    grid = SliceGrid(rows=90, cols=60, row_spacing=4.0, col_spacing=0.8)
+    rr, cc = np.meshgrid(np.arange(90) * 4.0, np.arange(60) * 0.8, indexing="ij")
+    image = np.sin(rr / 60.0) + np.cos(cc / 15.0)
+    fixed = grid.to_fixed(image[None])[0]
+    assert fixed.shape == (grid.out_rows, grid.out_cols) == (239, 33)
+    back = grid.from_fixed(fixed[None])[0]
+    assert np.abs(back - image)[:, 2:-2].max() < 0.05
+    labels = grid.labels_to_fixed((image > 0.5).astype(np.uint8)[None])[0]
+    assert set(np.unique(labels)) <= {0, 1}
+
+
+def test_ordinal_term_counts_levels_off():
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[0, 2:5, 2:5] = 4
+    right = torch.nn.functional.one_hot(y, 8).permute(0, 3, 1, 2).float() * 20
+    off_by_two = torch.nn.functional.one_hot(torch.where(y > 0, y + 2, y), 8).permute(0, 3, 1, 2).float() * 20
+    base = segmentation_loss(off_by_two, y).item()
+    assert segmentation_loss(right, y, ordinal_weight=0.5).item() < 1e-3
+    assert segmentation_loss(off_by_two, y, ordinal_weight=0.5).item() == pytest.approx(base + 0.5 * 2, abs=1e-3)
+
+
+def test_stop_after_then_resume_matches_the_full_schedule(tmp_path):
+    cache = tiny_cache(tmp_path)
+    quiet = lambda *a: None  # noqa: E731
+    train(tmp_path / "full", tiny_config(3), cache=cache, device="cpu", log=quiet)
+    train(tmp_path / "parts", tiny_config(3), cache=cache, device="cpu", log=quiet, stop_after=1)
+    assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["epoch"] == 0
+    train(tmp_path / "parts", tiny_config(3), cache=cache, device="cpu", log=quiet, resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "parts" / "checkpoint.pt")
+    assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

@@ -1,0 +1,107 @@
+"""Anatomy rules in 3D: swapped neighbours, duplicates, fragments, the sacrum called L5."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spinetumor.labeling import postprocess
+
+#: Voxel size (mm) of the synthetic stacks: bodies of 6 x 10 x 12 voxels are 8.6 ml.
+SPACING = (3.0, 2.0, 2.0)
+
+
+def enforce_anatomy(labels, probs=None, **kwargs):
+    return postprocess.enforce_anatomy(labels, probs, SPACING, **kwargs)
+
+
+def stacked_bodies(n=7, gap=4, height=10):
+    """A [S, R, C] map with n bodies (values 1..n) stacked superior (row 0) to inferior."""
+    rows = n * (height + gap) + 30
+    labels = np.zeros((8, rows, 20), np.uint8)
+    for level in range(1, n + 1):
+        r0 = 2 + (level - 1) * (height + gap)
+        labels[1:7, r0:r0 + height, 4:16] = level
+    return labels
+
+
+def probs_from(labels, confidence=0.8):
+    """Probabilities that back the given labels with ``confidence`` (rest spread evenly)."""
+    probs = np.full((8,) + labels.shape, (1 - confidence) / 7, np.float32)
+    for v in range(8):
+        probs[v][labels == v] = confidence
+    return probs
+
+
+def test_correct_labels_are_kept():
+    truth = stacked_bodies()
+    out, report = enforce_anatomy(truth, probs_from(truth))
+    assert np.array_equal(out, truth)
+    assert not report.relabeled and not report.dropped_candidates
+
+
+def test_swapped_pair_is_relabeled_by_order():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[truth == 4], pred[truth == 5] = 5, 4
+    out, report = enforce_anatomy(pred, probs_from(pred))
+    assert np.array_equal(out, truth)
+    assert sorted((a, b) for a, b, _ in report.relabeled) == [(4, 5), (5, 4)]
+
+
+def test_duplicate_level_moves_to_the_free_one():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[truth == 3] = 2                       # L1 body also called T12
+    out, _ = enforce_anatomy(pred, None)
+    assert np.array_equal(out, truth)
+
+
+def test_fragments_are_dropped_or_merged():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[3, -10:-8, 5:7] = 6                  # isolated fragment far below
+    pred[7, 2:12, 4:16] = 1                   # one more slice of T11: part of its component
+    pred[4, 2 + 14 * 2 + 3, 8] = 5            # one voxel of "L3" inside L1: a touching fragment
+    out, report = enforce_anatomy(pred, probs_from(pred))
+    assert not out[3, -10:-8, 5:7].any()
+    assert (out[7, 2:12, 4:16] == 1).all()
+    assert out[4, 2 + 14 * 2 + 3, 8] == 3
+    assert report.dropped_fragments == 4 and report.merged_fragments == 1
+    for level in range(1, 8):
+        from scipy import ndimage
+
+        assert ndimage.label(out == level)[1] == 1
+
+
+def test_sacrum_called_l5_below_the_true_l5_is_dropped():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[1:7, -24:-14, 4:16] = 7              # the S1 body, also labelled L5
+    out, report = enforce_anatomy(pred, probs_from(pred))
+    assert np.array_equal(out, truth)
+    assert report.dropped_candidates == [(7, 6 * 10 * 12)]
+
+
+def test_partial_field_of_view_keeps_what_is_there():
+    truth = stacked_bodies()
+    truth[truth <= 2] = 0                     # only L1..L5 imaged
+    out, _ = enforce_anatomy(truth, probs_from(truth))
+    assert np.array_equal(out, truth)
+    assert set(np.unique(out)) == {0, 3, 4, 5, 6, 7}
+
+
+def test_without_level_evidence_levels_are_counted_up_from_the_lowest_body():
+    truth = stacked_bodies()
+    truth[truth <= 2] = 0                     # L1..L5 imaged
+    pred = np.where(truth > 0, 1, 0).astype(np.uint8)   # every body called T11
+    uniform = np.full((8,) + truth.shape, 1 / 8, np.float32)
+    out, _ = enforce_anatomy(pred, uniform)
+    assert np.array_equal(out, truth)
+
+
+def test_blobs_smaller_than_a_vertebral_body_are_never_levels():
+    truth = stacked_bodies()
+    tiny = np.zeros_like(truth)
+    tiny[2:4, 10:14, 5:9] = 3                  # 32 voxels = 0.4 ml, alone in the image
+    out, report = enforce_anatomy(tiny, probs_from(tiny))
+    assert not out.any() and report.dropped_fragments == 32

@@ -1,0 +1,238 @@
+"""Benchmark: vertebra labeling (T11..L5) end to end, with the depth and attention ablation.
+
+Every model labels, with :func:`spinetumor.labeling.infer.label_vertebrae` (post-processing
+included), the held-out Chu cases (chu_17, chu_18, chu_19), the same cases cropped below the
+T12-L1 disc (partial field of view: T11 and T12 must be reported missing), and fresh
+tumor-free phantoms (seeds never used in training: thick slices, varied orientation).
+Scores: Dice, HD95 and ASSD per level, VerSe identification rate, all levels right.
+Also: CPU time of labeling a 381 x 381 x 77 volume. Results go into docs/benchmarks.md,
+section "Vertebra labeling".
+
+    .venv/bin/python benchmarks/labeling.py [--ablation runs/labeling/abl_depth4 runs/labeling/abl_noattn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from landmark_masks import machine, replace_section  # noqa: E402
+
+from spinetumor.labeling.dataset import CHU_VALIDATION, load_chu_case, phantom_case  # noqa: E402
+from spinetumor.labeling.ship import evaluate_cases  # noqa: E402
+from spinetumor.labels import VERTEBRAE  # noqa: E402
+
+
+def crop_below_t12(image, truth):
+    """The case with every canonical row above the T12-L1 disc removed (exact crop, origin moved)."""
+    from spinetumor.volume import Volume, to_canonical
+
+    ci, _ = to_canonical(image)
+    ct, _ = to_canonical(truth)
+    rows_t12 = np.nonzero((ct.array == 2).any(axis=(0, 2)))[0]
+    rows_l1 = np.nonzero((ct.array == 3).any(axis=(0, 2)))[0]
+    cut = int((rows_t12.max() + rows_l1.min()) // 2) + 1
+    origin = ci.index_to_lps(np.array([0.0, cut, 0.0]))
+    img = Volume(np.ascontiguousarray(ci.array[:, cut:]), ci.spacing, tuple(origin), ci.direction)
+    lab = np.ascontiguousarray(ct.array[:, cut:]).copy()
+    lab[lab <= 2] = 0
+    return img, img.with_array(lab)
+
+
+def load_run_model(run_dir):
+    """(model, manifest-like dict) from a run's best.pt (ablation variants are not shipped)."""
+    import torch
+
+    from spinetumor.labeling.network import NetConfig, build_unet
+    from spinetumor.labeling.train import TrainConfig
+
+    best = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(json.loads(best["config"]))
+    model = build_unet(NetConfig.from_dict(config.net))
+    model.load_state_dict(best["model"])
+    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    history = json.loads(ckpt["history"])
+    info = {"config": config, "best_epoch": int(best["epoch"]) + 1, "epochs": len(history),
+            "seconds": sum(h["seconds"] for h in history), "history": history}
+    return model.eval(), info
+
+
+def timing(model_pair, image, threads: int) -> float:
+    """Seconds to label ``image`` on the CPU with ``threads`` torch threads (best of two)."""
+    import torch
+
+    from spinetumor.labeling.infer import label_vertebrae
+
+    torch.set_num_threads(threads)
+    times = []
+    for _ in range(2):
+        t0 = time.time()
+        label_vertebrae(image, device="cpu", model=model_pair)
+        times.append(time.time() - t0)
+    return min(times)
+
+
+def per_level_table(metrics: dict) -> str:
+    """Markdown rows: mean Dice / HD95 per level over a set's cases."""
+    lines = ["| level | Dice (mean) | Dice (min) | HD95 mm (mean of finite) | cases with the level found |", "|---|---|---|---|---|"]
+    for lab in VERTEBRAE:
+        d = [c["dice"][lab.value] for c in metrics["per_case"].values() if lab.value in c["dice"]]
+        h = [c["hd95_mm"][lab.value] for c in metrics["per_case"].values() if lab.value in c["hd95_mm"]
+             and np.isfinite(c["hd95_mm"][lab.value])]
+        found = sum(1 for c in metrics["per_case"].values() if lab.value in c["dice"] and c["dice"][lab.value] > 0)
+        if not d:
+            continue
+        lines.append(f"| {lab.key} | {np.mean(d):.3f} | {np.min(d):.3f} | {np.mean(h) if h else float('nan'):.1f} "
+                     f"| {found}/{len(d)} |")
+    return "\n".join(lines)
+
+
+def summary_row(name, metrics) -> str:
+    return (f"| {name} | {metrics['mean_dice']:.3f} | {metrics['identification_rate']:.3f} | "
+            f"{metrics['all_levels_right']} |")
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from spinetumor.labeling.model import DEFAULT_WEIGHTS, load_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "chu_lumbar_t2"))
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--ablation", nargs="*", default=[], help="run folders of the ablation variants")
+    p.add_argument("--phantoms", type=int, default=6, help="fresh phantoms (seeds 7000..)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--docs", default=str(REPO / "docs" / "benchmarks.md"))
+    p.add_argument("--json", default=str(REPO / "runs" / "labeling" / "benchmark.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+
+    chu = [(name, *load_chu_case(args.data, name)) for name in CHU_VALIDATION]
+    partial = [(f"{name} below T12", *crop_below_t12(img, lab)) for name, img, lab in chu]
+    phantoms = [(f"phantom {seed}", *phantom_case(seed)) for seed in range(7000, 7000 + args.phantoms)]
+    phantom_geom = [f"{img.shape[::-1]} voxels of {tuple(round(s, 2) for s in img.spacing)} mm"
+                    for _, img, _ in phantoms]
+
+    shipped = load_model(args.weights)
+    manifest = shipped[1]
+    models = {"shipped (6 levels, attention)": (shipped, manifest["training"])}
+    skipped = []
+    for run in args.ablation:
+        if not (Path(run) / "best.pt").exists():
+            skipped.append(Path(run).name)
+            continue
+        model, info = load_run_model(run)
+        net = info["config"].net
+        label = f"{net['depth']} levels, {'attention' if net['attention'] else 'no attention'} ({Path(run).name})"
+        models[label] = ((model, {"name": Path(run).name}), info)
+
+    results = {}
+    for label, (pair, _) in models.items():
+        results[label] = {"chu": evaluate_cases(pair, chu), "partial": evaluate_cases(pair, partial),
+                          "phantoms": evaluate_cases(pair, phantoms)}
+        print(label, {k: (round(v["mean_dice"], 3), round(v["identification_rate"], 3), v["all_levels_right"])
+                      for k, v in results[label].items()}, flush=True)
+    main_res = results["shipped (6 levels, attention)"]
+    no_pp = {"chu": evaluate_cases(shipped, chu, postprocess=False),
+             "phantoms": evaluate_cases(shipped, phantoms, postprocess=False)}
+    seconds_2 = timing(shipped, chu[0][1], 2)
+    seconds_1 = timing(shipped, chu[0][1], 1)
+    torch.set_num_threads(args.threads)
+    missing_ok = sum(1 for c in main_res["partial"]["per_case"].values() if set(c["missing"]) >= {"T11", "T12"}
+                     and not ({"L1", "L2", "L3", "L4", "L5"} & set(c["missing"])))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({k: v for k, v in results.items()}, indent=1, default=str))
+
+    tr = manifest["training"]
+    cfg = tr["config"]
+    ablation_lines = ["| model | trained | val Chu: mean Dice | ident. rate | all right | phantoms: mean Dice | ident. rate | all right |",
+                      "|---|---|---|---|---|---|---|---|"]
+    for label, (pair, info) in models.items():
+        r = results[label]
+        if label.startswith("shipped"):
+            trained = f"{tr['epochs_run']} epochs x {cfg['samples_per_epoch']} slices, {tr['training_seconds'] / 60:.0f} min"
+        else:
+            trained = (f"{info['epochs']} epochs x {info['config'].samples_per_epoch} slices, "
+                       f"{info['seconds'] / 60:.0f} min")
+        ablation_lines.append(f"| {label} | {trained} | {r['chu']['mean_dice']:.3f} | {r['chu']['identification_rate']:.3f} | "
+                              f"{r['chu']['all_levels_right']} | {r['phantoms']['mean_dice']:.3f} | "
+                              f"{r['phantoms']['identification_rate']:.3f} | {r['phantoms']['all_levels_right']} |")
+    same_epoch_lines = []
+    for label, (pair, info) in models.items():
+        if label.startswith("shipped"):
+            continue
+        n = info["epochs"]
+        main_hist = tr["val_dice_2d_grid_by_epoch"]
+        if len(main_hist) >= n:
+            same_epoch_lines.append(f"{label}: {info['history'][-1]['val_dice']:.3f} after {n} epochs "
+                                    f"(schedule of {info['config'].epochs}); the shipped model's run had "
+                                    f"{main_hist[n - 1]:.3f} after its epoch {n} (then planned for 40 epochs, "
+                                    f"without the ordinal term until epoch 9)")
+    body = f"""Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Script: `benchmarks/labeling.py` ({(time.time() - t_start) / 60:.0f} min). All numbers below are ours, measured here; none come from the paper.
+
+Shipped model: `spinetumor/models/vertebra_labeling.safetensors` (sha256 `{manifest['sha256'][:16]}...`, {manifest['size_bytes'] / 1e6:.1f} MB),
+a {cfg['net']['depth']}-level attention U-Net with {cfg['net']['base']} base channels, trained on CPU for {tr['epochs_run']} epochs of
+{cfg['samples_per_epoch']} augmented 256 x 256 slices at 1.5 mm ({tr['training_seconds'] / 60:.0f} min) on the Chu cases
+{", ".join(cfg['train_cases'])} and {cfg['phantoms']} tumor-free phantoms; validation cases {", ".join(cfg['val_cases'])}
+(never trained on); the checkpoint with the best validation Dice (epoch {tr['best_epoch']}) is shipped.
+Evaluation is end to end (`label_vertebrae`: reorientation, resampling, prediction, post-processing, mapping back),
+scored with `spinetumor.metrics` on the input grid.
+
+CPU time to label one Chu volume (381 x 381 x 77 voxels): {seconds_2:.1f} s with 2 torch threads, {seconds_1:.1f} s with 1.
+
+**Held-out Chu cases** ({len(chu)}): mean Dice {main_res['chu']['mean_dice']:.3f}, identification rate
+{main_res['chu']['identification_rate']:.3f}, all seven levels right in {main_res['chu']['all_levels_right']} cases.
+
+{per_level_table(main_res['chu'])}
+
+**Partial field of view** (the same cases cropped at the T12-L1 disc): mean Dice over L1..L5
+{main_res['partial']['mean_dice']:.3f}, identification rate {main_res['partial']['identification_rate']:.3f}, all levels right
+{main_res['partial']['all_levels_right']}; T11 and T12 reported missing (and no lumbar level missing) in {missing_ok}/{len(partial)} cases.
+
+**Fresh phantoms** ({len(phantoms)}, seeds 7000..{7000 + len(phantoms) - 1}, tumor-free; {"; ".join(phantom_geom)}):
+mean Dice {main_res['phantoms']['mean_dice']:.3f}, identification rate {main_res['phantoms']['identification_rate']:.3f},
+all levels right {main_res['phantoms']['all_levels_right']}.
+
+{per_level_table(main_res['phantoms'])}
+
+**Post-processing** (shipped model; anatomy rules of `postprocess.py` on vs off):
+
+| | val Chu: mean Dice | ident. rate | all right | phantoms: mean Dice | ident. rate | all right |
+|---|---|---|---|---|---|---|
+| with post-processing | {main_res['chu']['mean_dice']:.3f} | {main_res['chu']['identification_rate']:.3f} | {main_res['chu']['all_levels_right']} | {main_res['phantoms']['mean_dice']:.3f} | {main_res['phantoms']['identification_rate']:.3f} | {main_res['phantoms']['all_levels_right']} |
+| without | {no_pp['chu']['mean_dice']:.3f} | {no_pp['chu']['identification_rate']:.3f} | {no_pp['chu']['all_levels_right']} | {no_pp['phantoms']['mean_dice']:.3f} | {no_pp['phantoms']['identification_rate']:.3f} | {no_pp['phantoms']['all_levels_right']} |
+
+Per-case results of the shipped model (mean Dice over the levels present / identification rate):
+{"; ".join(f"{name} {c['mean_dice']:.3f} / {c['identification_rate']:.2f}" for name, c in list(main_res['chu']['per_case'].items()) + list(main_res['phantoms']['per_case'].items()))}.
+
+**Ablation** (depth 6 vs 4, attention gates vs plain skips). The variants were trained with the same
+data, augmentation and seed but for far fewer epochs than the shipped model (see "trained"; they ran
+at low priority beside it on the same two cores), and with the ordinal loss term from their first
+epoch, while the shipped model's run added it at epoch 9; the comparison therefore favours the
+shipped model and says little about the architectures themselves. The 2D validation Dice (cached
+1.5 mm grid, every second slice, no post-processing) at equal epoch counts is given below the table.
+
+{chr(10).join(ablation_lines)}
+
+{chr(10).join('- ' + line for line in same_epoch_lines) if same_epoch_lines else ''}
+{('Not evaluated (no finished epoch): ' + ', '.join(skipped) + '.') if skipped else ''}
+"""
+    replace_section(Path(args.docs), "Vertebra labeling", body)
+    print(f"wrote {args.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Label the vertebral bodies T11..L5 of any T2 sagittal-ish volume and map them back exactly.
+
+Pipeline: exact reorientation to the canonical sagittal stack; per sagittal slice,
+in-plane resampling to the fixed spacing and centring (or tiling, for fields of view
+beyond 384 mm) on the 256 x 256 canvas; batched prediction; probabilities resampled
+back onto each canonical slice's own grid; arg-max; anatomy rules in 3D
+(:mod:`.postprocess`); exact inverse reorientation. The label map therefore has the
+input's shape, spacing, origin and direction, voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import NUM_CLASSES, TILE, Cancelled
+from .dataset import SliceGrid, normalize_intensity
+
+
+@dataclass
+class LevelResult:
+    """One vertebral level of a labeling result."""
+
+    name: str
+    value: int
+    present: bool
+    volume_ml: float = 0.0
+    centroid_ras: tuple | None = None
+    confidence: float | None = None     # mean network probability of this level over its voxels
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "value": self.value, "present": self.present,
+                "volume_ml": round(self.volume_ml, 3),
+                "centroid_ras": None if self.centroid_ras is None else [round(float(x), 2) for x in self.centroid_ras],
+                "confidence": None if self.confidence is None else round(float(self.confidence), 4)}
+
+
+@dataclass
+class LabelingResult:
+    """The label Volume (input geometry, values 1..7) and what was found per level."""
+
+    labels: object                      # spinetumor.volume.Volume, uint8
+    levels: dict = field(default_factory=dict)   # name -> LevelResult, T11..L5
+    missing: list = field(default_factory=list)  # level names not found
+    postprocess: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"levels": [lv.to_dict() for lv in self.levels.values()], "missing": list(self.missing),
+                "postprocess": self.postprocess, "model": self.model}
+
+
+def tile_starts(n: int, size: int = TILE, overlap: int = 64) -> list[int]:
+    """Start offsets of windows of ``size`` covering ``n`` samples (one centred window when n <= size)."""
+    if n <= size:
+        return [-((size - n) // 2)]
+    count = int(np.ceil((n - size) / (size - overlap))) + 1
+    return [int(round(x)) for x in np.linspace(0, n - size, count)]
+
+
+def _window(array2d: np.ndarray, r0: int, c0: int, size: int = TILE) -> np.ndarray:
+    """A ``size`` x ``size`` window of a 2D array starting at (r0, c0), zero outside."""
+    out = np.zeros((size, size), np.float32)
+    h, w = array2d.shape
+    rs, cs = max(0, r0), max(0, c0)
+    re, ce = min(h, r0 + size), min(w, c0 + size)
+    out[rs - r0:re - r0, cs - c0:ce - c0] = array2d[rs:re, cs:ce]
+    return out
+
+
+def predict_probabilities(model, fixed: np.ndarray, device, batch_size: int = 8, progress=None, cancel=None,
+                          progress_span=(0.05, 0.85)) -> np.ndarray:
+    """Softmax probabilities ``[S, C, H, W]`` (float32) for fixed-spacing slices ``[S, H, W]``.
+
+    Each slice is cut into the windows of :func:`tile_starts`; overlapping windows average.
+    """
+    import torch
+
+    n_slices, h, w = fixed.shape
+    windows = [(s, r0, c0) for s in range(n_slices) for r0 in tile_starts(h) for c0 in tile_starts(w)]
+    probs = np.zeros((n_slices, NUM_CLASSES, h, w), np.float32)
+    weight = np.zeros((n_slices, 1, h, w), np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            if cancel is not None and cancel():
+                raise Cancelled("vertebra labeling was cancelled")
+            chunk = windows[start:start + batch_size]
+            x = np.stack([_window(fixed[s], r0, c0) for s, r0, c0 in chunk])[:, None]
+            p = torch.softmax(model(torch.from_numpy(x).to(device)), dim=1).float().cpu().numpy()
+            for (s, r0, c0), ps in zip(chunk, p):
+                rs, cs = max(0, r0), max(0, c0)
+                re, ce = min(h, r0 + TILE), min(w, c0 + TILE)
+                probs[s, :, rs:re, cs:ce] += ps[:, rs - r0:re - r0, cs - c0:ce - c0]
+                weight[s, :, rs:re, cs:ce] += 1.0
+            if progress is not None:
+                lo, hi = progress_span
+                done = min(len(windows), start + batch_size) / len(windows)
+                progress(lo + (hi - lo) * done, f"slices {min(len(windows), start + batch_size)}/{len(windows)}")
+    return probs / np.maximum(weight, 1e-6)
+
+
+def decide_labels(probs: np.ndarray) -> np.ndarray:
+    """Labels from class probabilities ``[C, ...]``: vertebra where background is below one half,
+    then the most probable level.
+
+    Deciding "vertebra or not" first keeps a body whose level is uncertain (its probability
+    split between two neighbours) instead of losing it to the background; the level is
+    then settled in 3D by :func:`~spinetumor.labeling.postprocess.enforce_anatomy`.
+    """
+    half = 127.5 if probs.dtype == np.uint8 else 0.5
+    level = probs[1:].argmax(axis=0).astype(np.uint8) + 1
+    return np.where(probs[0] < half, level, 0).astype(np.uint8)
+
+
+def label_vertebrae(volume, device=None, progress=None, cancel=None, *, model=None, batch_size: int = 8,
+                    postprocess: bool = True) -> LabelingResult:
+    """Label T11..L5 in ``volume`` (a :class:`~spinetumor.volume.Volume`); see the module docstring.
+
+    ``device``: torch device or name (default: :func:`spinetumor.device.select_device`).
+    ``progress(fraction, message)`` is called along the way; ``cancel()`` returning True
+    stops with :class:`~spinetumor.labeling.Cancelled`. ``model`` overrides the shipped one
+    (a module, or a ``(module, manifest)`` pair from :func:`~spinetumor.labeling.model.load_model`).
+    """
+    import torch
+
+    from ..device import select_device
+    from ..labels import VERTEBRAE
+    from ..volume import from_canonical, to_canonical
+    from .model import load_model
+    from .postprocess import enforce_anatomy
+
+    def report(fraction, message):
+        if progress is not None:
+            progress(float(fraction), message)
+        if cancel is not None and cancel():
+            raise Cancelled("vertebra labeling was cancelled")
+
+    device = device if isinstance(device, torch.device) else select_device(device)
+    report(0.0, "loading the labeling model")
+    manifest = {}
+    if model is None:
+        model, manifest = load_model(device=device)
+    elif isinstance(model, tuple):
+        model, manifest = model
+    model = model.to(device).eval()
+    canon, _ = to_canonical(volume)
+    grid = SliceGrid.of(canon)
+    report(0.03, "resampling slices")
+    fixed = grid.to_fixed(normalize_intensity(canon.array))
+    probs_fixed = predict_probabilities(model, fixed, device, batch_size, progress, cancel)
+    report(0.86, "mapping back to the input grid")
+    n_s = canon.shape[0]
+    probs = np.zeros((NUM_CLASSES,) + canon.shape, np.uint8)
+    for s in range(n_s):
+        back = grid.from_fixed(probs_fixed[s])
+        probs[:, s] = np.clip(np.rint(back * 255.0), 0, 255).astype(np.uint8)
+    del probs_fixed
+    labels = decide_labels(probs)
+    pp = {}
+    if postprocess:
+        report(0.9, "enforcing anatomy")
+        spacing_kji = canon.spacing[::-1]
+        labels, pp_report = enforce_anatomy(labels, probs, spacing_kji, axis_si=1)
+        pp = pp_report.to_dict()
+    report(0.97, "summarizing levels")
+    result_canon = canon.with_array(labels)
+    levels, missing = {}, []
+    voxel_ml = float(np.prod(canon.spacing)) / 1000.0
+    for lab in VERTEBRAE:
+        mask = labels == lab.value
+        if not mask.any():
+            levels[lab.key] = LevelResult(lab.key, lab.value, False)
+            missing.append(lab.key)
+            continue
+        kji = np.argwhere(mask).mean(axis=0)
+        levels[lab.key] = LevelResult(lab.key, lab.value, True, float(mask.sum()) * voxel_ml,
+                                      tuple(result_canon.index_to_ras(kji)),
+                                      float(probs[lab.value][mask].mean()) / 255.0)
+    out = from_canonical(labels, volume)
+    out = out.with_array(out.array.astype(np.uint8))
+    info = {k: manifest[k] for k in ("name", "sha256", "date") if k in manifest}
+    report(1.0, "done")
+    return LabelingResult(out, levels, missing, pp, info)
