@@ -43,16 +43,19 @@ def demo_sample(out: Path, seed: int, tumor_type: str = "extradural", progress=N
     from .labeling.infer import label_vertebrae
 
     volume = read_volume(SAMPLE)
-    vertebrae = label_vertebrae(volume).labels
+    labeling = label_vertebrae(volume)
     patch = source_from_phantom(seed, tumor_type)
-    insertion = insert_once(patch, volume, vertebrae, mode="3d", seed=seed, name=SAMPLE.name)
+    insertion = insert_once(patch, volume, labeling.labels, mode="3d", seed=seed, name=SAMPLE.name)
+    where = (f"at {insertion.level} ({insertion.position_mm:.0f} mm along the CSF from the top of the "
+             "labeled levels)") if insertion.level else (
+        f"{insertion.position_mm:.0f} mm along the CSF from its top (the vertebra labeling named no level "
+        "in this scan, so the tumor's level is not known)")
     image = write_volume(insertion.image, out / "input_with_tumor.nii.gz")
     write_volume(insertion.mask, out / "inserted_tumor.nii.gz")
     run_study(image, out, progress=progress, notes=[
         f"Real scan ({SAMPLE.name}, Spinal Cord Toolbox tutorial data, MIT) without any tumor of its own: the "
-        f"{tumor_type} tumor was taken from phantom seed {seed} and inserted by TumorAugmentation at "
-        f"{insertion.level} ({insertion.position_mm:.0f} mm along the CSF from the top of T11); its exact mask "
-        "is inserted_tumor.nii.gz."])
+        f"{tumor_type} tumor was taken from phantom seed {seed} and inserted by TumorAugmentation {where}; "
+        "its exact mask is inserted_tumor.nii.gz."])
     return out / "report.html"
 
 

@@ -21,7 +21,8 @@ from spinetumor.segmentation.tumor import DEFAULT_MODEL, TumorModelError, load_t
 #: The held-out phantom segmented below (benchmark test case 5, segmented without vertebra
 #: labels as in the benchmark) and the Dice it must reach at the forest's best-validation-Dice
 #: threshold. docs/benchmarks.md ("Tumor segmentation") shows that the shipped forest
-#: delineates some intradural tumors well (this case: Dice 0.71 at threshold 0.7) but is far
+#: delineates some intradural tumors (this case: Dice 0.68 in the benchmark at 0.7 / 0 mm³,
+#: 0.71 here with the model's 200 mm³ minimum) but is far
 #: from the 0.85 target on average; the bound sits below the measured value so the test
 #: checks that the pipeline still delineates a tumor it could, not the last digit.
 HELD_OUT = (TEST_SEED_BASE + 5, "intradural-extramedullary")
@@ -84,7 +85,11 @@ def test_outputs_keep_the_oblique_input_geometry_and_cli_writes_them(model, tmp_
         assert written.array.dtype == dtype, name
     tumor = read_volume(out / "tumor.nii.gz", validate=False).array
     assert set(np.unique(tumor)) <= {0, 1}
-    assert json.loads((out / "tumor.json").read_text())["vertebrae"] == "none"
+    from spinetumor.labeling.model import DEFAULT_WEIGHTS
+
+    # without --vertebrae the labeling model runs when it is installed, otherwise none are used
+    expected = "labeled" if DEFAULT_WEIGHTS.exists() else "none"
+    assert json.loads((out / "tumor.json").read_text())["vertebrae"] == expected
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -95,6 +95,8 @@ def prepare_target(image: Volume, vertebrae: Volume, anatomy_or_canal_cord=None,
                    step_mm: float = 1.0) -> Target:
     """Canonical arrays, sac/cord masks and the T11-L5 CSF path of a target scan.
 
+    When ``vertebrae`` labels no body at all, the path runs along the whole sac (levels unnamed).
+
     ``anatomy_or_canal_cord``: a phantom anatomy map or a ``(canal, cord)`` pair on the image's
     grid; None segments them with :func:`spinetumor.segmentation.canal.segment_canal_and_cord`.
     """
@@ -112,7 +114,8 @@ def prepare_target(image: Volume, vertebrae: Volume, anatomy_or_canal_cord=None,
         comp = as_compartments(to_canonical(anatomy_or_canal_cord)[0].array)
     vert = to_canonical(vertebrae)[0].array.astype(np.uint8)
     spacing = np.asarray(canon.spacing[::-1], float)
-    path = csf_path(comp.sac, spacing, vert, step_mm)
+    # no labeled body at all (labeling failed or another spine region): glide along the whole sac
+    path = csf_path(comp.sac, spacing, vert if vert.any() else None, step_mm)
     img = canon.array.astype(np.float32)
     no_exclusion = np.zeros(img.shape, bool)
     every = np.arange(0, len(path), 5)

@@ -30,6 +30,11 @@ def add_commands(sub) -> None:
                         "when its model is installed, otherwise go without)")
     p.add_argument("--model", default=None, help="tumor model .skops file (default: the shipped model)")
     p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    p.add_argument("--clusters", type=int, default=None,
+                   help="fuzzy c-means clusters (must equal the model's, which its manifest records)")
+    p.add_argument("--denoiser", default=None, choices=("shearlet", "bilateral", "gaussian", "curvature", "none"),
+                   help="denoising before the features (default: the model's)")
+    p.add_argument("--device", default=None, help="device of the vertebra labeling: auto (default), cpu, cuda, mps")
     add_progress_option(p)
     p.set_defaults(handler=cmd_segment)
 
@@ -42,7 +47,7 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=cmd_train_segmentation)
 
 
-def _vertebrae_for(volume, path, progress):
+def _vertebrae_for(volume, path, progress, device=None):
     """The vertebra label map: read from ``path``, else from the labeling model when shipped, else None."""
     from ..cli import UsageError
     from ..io import read_volume
@@ -60,7 +65,7 @@ def _vertebrae_for(volume, path, progress):
         return None
     from ..labeling.infer import label_vertebrae
 
-    return label_vertebrae(volume, device="cpu", progress=progress).labels
+    return label_vertebrae(volume, device=device, progress=progress).labels
 
 
 def cmd_segment(args) -> int:
@@ -77,9 +82,10 @@ def cmd_segment(args) -> int:
     except TumorModelError as error:
         raise UsageError(str(error)) from None
     with ConsoleProgress(args.progress, "segmentation") as progress:
-        vertebrae = _vertebrae_for(volume, args.vertebrae, sub_progress(progress, 0.0, 0.3))
+        vertebrae = _vertebrae_for(volume, args.vertebrae, sub_progress(progress, 0.0, 0.3), args.device)
         try:
             result = segment_tumor(volume, vertebrae=vertebrae, threshold=args.threshold, model=model,
+                                   clusters=args.clusters, denoiser=args.denoiser,
                                    progress=sub_progress(progress, 0.3, 1.0))
         except ValueError as error:
             raise InputError(f"{args.input}: {error}") from None

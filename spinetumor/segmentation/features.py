@@ -71,9 +71,9 @@ BASE_FEATURES = ("intensity", "gauss_1mm", "gauss_2mm", "gauss_4mm", "neighbour_
 
 
 #: Features computed but not given to the shipped forest: with a few dozen training
-#: phantoms the forest memorised where their tumors sat through these coordinates
-#: (they were its most important features and false positives followed them), see
-#: docs/benchmarks.md "Tumor segmentation".
+#: phantoms the forest memorised where their tumors sat through these coordinates (in
+#: development runs they were its most important features and its false positives
+#: followed them along the canal).
 POSITION_FEATURES = ("ap_offset_mm", "lr_offset_mm", "si_position")
 
 

@@ -27,7 +27,6 @@ nothing is ever unpickled. Only the shipped file or a path the caller chose is l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labeling.model import ModelError, manifest_path, sha256_of
 from ..progress import check_cancel, report, sub_progress
 from ..volume import Volume, from_canonical, to_canonical
 
@@ -56,7 +56,7 @@ NEAR_MM = 6.0
 PROB_SMOOTH_MM = 1.0
 
 
-class TumorModelError(RuntimeError):
+class TumorModelError(ModelError):
     """The tumor model file or its manifest is missing, altered or inconsistent."""
 
 
@@ -101,20 +101,6 @@ class TumorResult:
 
 
 # --------------------------------------------------------------------------- model files
-
-def sha256_of(path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_path(model_path) -> Path:
-    """The manifest beside a model file (same name, ``.json``)."""
-    return Path(model_path).with_suffix(".json")
-
 
 def save_tumor_model(model: TumorModel, path, manifest_extra: dict | None = None) -> dict:
     """Write the forest with ``skops.io.dump`` and its manifest (sha256, features, settings, extras).
