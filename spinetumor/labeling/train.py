@@ -377,7 +377,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
-                   help="continue from DIR/checkpoint.pt (its data and architecture; only --epochs may change)")
+                   help="continue from DIR/checkpoint.pt (its data and architecture; only --epochs and --ordinal-weight may change)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     p.add_argument("--phantoms", type=int, default=0, help="tumor-free phantoms added to training")
     p.add_argument("--depth", type=int, default=6, help="U-Net levels (6, or 4 for the ablation)")
