@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spinetumor import labels
-from spinetumor.phantom import ALL_LEVELS, TUMOR_CHOICES, generate, write_case
+from spinetumor.phantom import ALL_LEVELS, TUMOR_CHOICES, generate
 from spinetumor.volume import to_canonical
 
 INTRADURAL = [labels.value(k) for k in ("canal", "cord", "cauda_equina", "intramedullary",

@@ -7,7 +7,6 @@ lateral slices), so every geometry step is exercised. The label map is its exact
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import read_checkpoint, save_checkpoint
 from . import CLASSES
 from .dataset import TRAIN_SEED0, VAL_SEED0, augment, build_cache, load_cache, merge_samples, samples_from_cases, \
     tumor_inputs
@@ -131,26 +132,9 @@ def evaluate(model, data: dict, channels: int, device, temperature: float = 1.0,
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def save_checkpoint(path, model, optimizer, epoch: int, config: TrainConfig, history: list) -> Path:
-    """Model, optimizer, epoch, config and history, written atomically (tensors and strings only)."""
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "config": json.dumps(config.to_dict()), "history": json.dumps(history)}, tmp)
-    tmp.replace(path)
-    return path
-
-
 def load_checkpoint(path) -> dict:
-    """A checkpoint, read without unpickling (``weights_only=True``)."""
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["config"] = TrainConfig.from_dict(json.loads(ckpt["config"]))
-    ckpt["history"] = json.loads(ckpt["history"])
-    return ckpt
+    """A checkpoint of this trainer (see :mod:`spinetumor.checkpoints`)."""
+    return read_checkpoint(path, TrainConfig)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -293,8 +277,6 @@ def calibrate(model, out, config: TrainConfig, val_data: dict, calib_data: dict,
 
 def calibrate_run(out, device=None, cache_dir=None, log=print) -> dict:
     """Refit the temperature of the best weights of the finished run in ``out``; rewrite its summary."""
-    import torch
-
     from ..device import select_device
     from .network import build_cnn
 

@@ -22,4 +22,4 @@ NUM_CLASSES = 8
 
 
 # One cancellation type for the whole engine (see spinetumor.progress).
-from ..progress import Cancelled, check_cancel, report  # noqa: E402,F401
+from ..progress import Cancelled  # noqa: E402,F401

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints import read_checkpoint, save_checkpoint
 from . import NUM_CLASSES, TILE
 from .dataset import CHU_TRAINING, CHU_VALIDATION, build_cache, load_cache, phantom_available
 from .network import NetConfig
@@ -172,27 +173,9 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(path, model, optimizer, epoch: int, config: TrainConfig, history: list) -> Path:
-    """Write model, optimizer, epoch, RNG states and history atomically (tensors + plain values)."""
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "rng": _rng_state(), "config": json.dumps(config.to_dict()),
-                "history": json.dumps(history)}, tmp)
-    tmp.replace(path)
-    return path
-
-
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint without unpickling anything (``weights_only=True``)."""
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["config"] = TrainConfig.from_dict(json.loads(ckpt["config"]))
-    ckpt["history"] = json.loads(ckpt["history"])
-    return ckpt
+    """A checkpoint of this trainer (see :mod:`spinetumor.checkpoints`)."""
+    return read_checkpoint(path, TrainConfig)
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -344,7 +327,7 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
                  "val_per_case": val["per_case"], "seconds": round(time.time() - t0, 1)}
         history.append(entry)
         best = max((h["val_dice"] for h in history[:-1]), default=-1.0)
-        save_checkpoint(ckpt_path, model, optimizer, epoch, config, history)
+        save_checkpoint(ckpt_path, model, optimizer, epoch, config, history, rng=_rng_state())
         if not val_names or entry["val_dice"] > best:
             torch.save({"model": model.state_dict(), "epoch": epoch, "val_dice": entry["val_dice"],
                         "config": json.dumps(config.to_dict())}, out / "best.pt.part")
