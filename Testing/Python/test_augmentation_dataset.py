@@ -108,3 +108,54 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["augment", "--targets", str(lonely), "--out", "o", "--phantom-source", "1", "--mode", "4d"])
     assert exit_info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def dataset_3d(tmp_path_factory, free_case, patch):
+    out = tmp_path_factory.mktemp("aug3d")
+    spec = TargetSpec("free5", free_case.image, free_case.vertebrae, free_case.anatomy)
+    summary = augment_dataset([patch], [spec], out, per_slice=1, mode="3d", seed=3)
+    assert summary["samples"] == 1
+    return out
+
+
+def test_trainers_read_the_3d_samples_of_a_dataset(dataset_3d):
+    from spinetumor.augmentation.dataset import read_training_cases
+    from spinetumor.classification.train import augmented_tumors
+    from spinetumor.segmentation.train import augmented_cases
+
+    (row,) = _rows(dataset_3d / "manifest.csv")
+    (case,) = list(read_training_cases([dataset_3d]))
+    tumor = read_volume(dataset_3d / row["tumor"], validate=False)
+    assert case.id == row["id"] and case.tumor_type == "intradural-extramedullary"
+    assert np.array_equal(case.tumor.array, tumor.array) and case.tumor.same_geometry(tumor)
+    assert case.canal.array.any() and case.canal.same_geometry(case.image)
+    # the inserted tumor lies in the sac the trainers see (its compartment)
+    inside = (case.canal.array > 0)[case.tumor.array > 0].mean()
+    assert inside > 0.5
+    (prep,) = augmented_cases([dataset_3d])
+    assert prep.kind == "intradural-extramedullary" and prep.name == row["id"]
+    assert int(prep.truth.sum()) == int(tumor.array.sum())
+    (extra,) = augmented_tumors([dataset_3d])
+    assert extra[4] == "intradural-extramedullary" and extra[5] == row["id"]
+
+
+def test_trainers_refuse_folders_that_are_not_3d_datasets(tmp_path, free_case, patch):
+    from spinetumor.augmentation.dataset import read_training_cases
+    from spinetumor.io import InputError
+
+    with pytest.raises(InputError, match="not an augmented dataset"):
+        list(read_training_cases([tmp_path]))
+    spec = TargetSpec("free5", free_case.image, free_case.vertebrae, free_case.anatomy)
+    augment_dataset([patch], [spec], tmp_path / "flat", per_slice=1, mode="2d", seed=3)
+    with pytest.raises(InputError, match="no 3D samples"):
+        list(read_training_cases([tmp_path / "flat"]))
+
+
+def test_cli_train_segmentation_documents_extra(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "segmentation", "--help"])
+    assert "--extra DATASET" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "classification", "--help"])
+    assert "--extra DATASET" in capsys.readouterr().out

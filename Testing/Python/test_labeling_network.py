@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from spinetumor.labeling.dataset import SliceGrid, save_cache  # noqa: E402
 from spinetumor.labeling.network import NetConfig, build_unet, count_parameters, segmentation_loss  # noqa: E402
-from spinetumor.labeling.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from spinetumor.labeling.train import TrainConfig, augment_batch, crop_field_of_view, load_checkpoint, train  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +137,46 @@ def test_stop_after_then_resume_matches_the_full_schedule(tmp_path):
     assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_init_starts_from_the_given_weights(tmp_path):
+    cache = tiny_cache(tmp_path)
+    quiet = lambda *a: None  # noqa: E731
+    train(tmp_path / "first", tiny_config(1), cache=cache, device="cpu", log=quiet)
+    source = tmp_path / "first" / "best.pt"
+    config = tiny_config(1)
+    config.init_from, config.lr = str(source), 0.0          # no update: the weights stay the source's
+    train(tmp_path / "tuned", config, cache=cache, device="cpu", log=quiet)
+    a = torch.load(source, weights_only=True)["model"]
+    b = load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")
+    assert b["config"].init_from == str(source)
+    for key in a:
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue                                         # normalization statistics still update
+        assert torch.equal(a[key], b["model"][key]), key
+
+
+def test_field_of_view_crop_blanks_image_and_labels_together():
+    rng = np.random.default_rng(1)
+    sides = set()
+    for _ in range(20):
+        image = torch.rand(100, 40) + 0.5
+        label = torch.full((100, 40), 3, dtype=torch.long)
+        crop_field_of_view(image, label, rng)
+        blank = (label == 0).all(dim=1)
+        assert torch.equal(blank, (image == 0).all(dim=1))      # image and labels cut at the same rows
+        assert 20 <= int(blank.sum()) < 50
+        kept = ~blank
+        assert bool((label[kept] == 3).all()) and bool((image[kept] >= 0.5).all())
+        sides.add("top" if blank[0] else "bottom")
+        assert bool(blank[0]) != bool(blank[-1])                 # one contiguous cut at one end
+    assert sides == {"top", "bottom"}
+
+
+def test_augmentation_with_coarse_resolution_keeps_shapes_and_labels():
+    rng = np.random.default_rng(2)
+    images = torch.rand(4, 1, 64, 64)
+    labels = torch.randint(0, 8, (4, 64, 64))
+    out_img, out_lab = augment_batch(images.clone(), labels.clone(), rng, fov_crop=0.0, low_resolution=1.0)
+    assert out_img.shape == images.shape and out_lab.shape == labels.shape
+    assert set(out_lab.unique().tolist()) <= set(range(8))

@@ -259,6 +259,50 @@ def _row(sid, mode, patch, target, sample, angle, seed, files, out) -> dict:
             **{k: str(f.relative_to(out)) for k, f in files.items()}}
 
 
+@dataclass(frozen=True)
+class TrainingCase:
+    """One 3D sample of an augmented dataset, read for training: volumes on the sample's grid."""
+
+    id: str
+    tumor_type: str
+    image: Volume
+    tumor: Volume        # uint8, 1 = tumor
+    vertebrae: Volume    # 1..7 = T11..L5
+    canal: Volume        # thecal sac found by canal.py (vertebrae given)
+    cord: Volume
+
+
+def read_training_cases(folders, progress=None):
+    """Yield a :class:`TrainingCase` for every 3D sample of the dataset ``folders`` (``augment --mode 3d``).
+
+    This is how augmented real anatomy reaches the trainers (``spinetumor train segmentation
+    --extra`` and ``train classification --extra``): the image, its exact tumor mask and the
+    target's vertebra labels from the files, the sac and cord from canal.py as at inference.
+    2D samples (one sagittal slice) are skipped: the trainers work on volumes.
+    Raises :class:`InputError` for a folder without a manifest or without 3D samples.
+    """
+    from ..segmentation.canal import segment_canal_and_cord
+
+    rows = []
+    for folder in folders:
+        folder = Path(folder)
+        manifest = folder / "manifest.csv"
+        if not manifest.exists():
+            raise InputError(f"{folder}: not an augmented dataset (no manifest.csv); write one with spinetumor augment")
+        found = [(folder, r) for r in _read_manifest(manifest).values() if r.get("mode") == "3d"]
+        if not found:
+            raise InputError(f"{folder}: no 3D samples; write the dataset with spinetumor augment --mode 3d")
+        rows.extend(sorted(found, key=lambda item: item[1]["id"]))
+    for n, (folder, row) in enumerate(rows):
+        report(progress, n / len(rows), f"augmented sample {n + 1}/{len(rows)}")
+        image = read_volume(folder / row["image"])
+        tumor = read_volume(folder / row["tumor"], validate=False)
+        vertebrae = read_volume(folder / row["vertebrae"], validate=False)
+        found = segment_canal_and_cord(image, vertebrae)
+        yield TrainingCase(row["id"], row["tumor_type"], image, tumor.with_array((tumor.array > 0).astype(np.uint8)),
+                           vertebrae, found.canal, found.cord)
+
+
 def _write_sorted_manifest(path: Path, rows: dict) -> None:
     """Rewrite the manifest with its rows sorted by id (same bytes however the run was interrupted)."""
     import io

@@ -174,6 +174,9 @@ def train(out, config: TrainConfig | None = None, *, resume: bool = False, devic
     if ckpt and config is not None and config.epochs:
         ckpt["config"].epochs = config.epochs          # a resumed run may be extended
     config = ckpt["config"] if ckpt else (config or TrainConfig())
+    if ckpt and config.extra_cases != len(extra_cases or ()):
+        raise ValueError(f"{ckpt_path}: the run was trained with {config.extra_cases} extra tumors, not "
+                         f"{len(extra_cases or ())}: resume with the same --extra datasets")
     if extra_cases:
         config.extra_cases = len(extra_cases)
     device = select_device(device) if not hasattr(device, "type") else device
@@ -324,6 +327,9 @@ def add_arguments(p) -> None:
     p.add_argument("--calibrate-only", action="store_true",
                    help="refit the temperature of DIR's finished run (no training)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--extra", action="append", default=[], metavar="DATASET",
+                   help="also train on the tumors of this augmented dataset (spinetumor augment --mode 3d: real "
+                        "anatomy with inserted tumors); repeatable")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -344,7 +350,16 @@ def run_from_args(args) -> dict:
     """Train with the options of ``spinetumor train classification`` (or only recalibrate)."""
     if args.calibrate_only:
         return calibrate_run(args.out, device=args.device, cache_dir=args.cache_dir)
-    return train(args.out, config_from_args(args), resume=args.resume, device=args.device, cache_dir=args.cache_dir)
+    extra = augmented_tumors(args.extra) if getattr(args, "extra", None) else None
+    return train(args.out, config_from_args(args), resume=args.resume, device=args.device, cache_dir=args.cache_dir,
+                 extra_cases=extra)
+
+
+def augmented_tumors(folders) -> list[tuple]:
+    """``extra_cases`` for :func:`train` from augmented datasets: (image, tumor, canal, cord, type, id)."""
+    from ..augmentation.dataset import read_training_cases
+
+    return [(c.image, c.tumor, c.canal, c.cord, c.tumor_type, c.id) for c in read_training_cases(folders)]
 
 
 def main(argv=None) -> int:

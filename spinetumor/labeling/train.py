@@ -45,6 +45,9 @@ class TrainConfig:
     val_stride: int = 2                     # validate on every n-th sagittal slice during training
     ordinal_weight: float = 0.0             # weight of the ordinal level term of the loss
     stages: list = field(default_factory=list)  # changes made on resume: [{"from_epoch", "ordinal_weight"}]
+    init_from: str = ""                     # weights this run started from (fine-tuning), "" = random
+    fov_crop: float = 0.15                  # probability of a partial field of view per slice
+    low_resolution: float = 0.0             # probability of an in-plane blur (a coarser acquisition)
     net: dict = field(default_factory=lambda: NetConfig().to_dict())
 
     def to_dict(self) -> dict:
@@ -90,12 +93,27 @@ def sample_slice(stack_img, stack_lab, s, rng):
     return img, stack_lab[s]
 
 
-def augment_batch(images, labels, rng):
+def crop_field_of_view(image, label, rng) -> None:
+    """Blank (in place) the rows above or below a random row of a slice and its labels.
+
+    A partial field of view: scans that end below T11, or above the sacrum, which the
+    network must still label from what is visible (the canvas is zero beyond a real field).
+    """
+    h = image.shape[0]
+    cut = int(rng.integers(20, h // 2))
+    rows = slice(0, cut) if rng.random() < 0.5 else slice(h - cut, h)
+    image[rows] = 0
+    label[rows] = 0
+
+
+def augment_batch(images, labels, rng, fov_crop: float = 0.15, low_resolution: float = 0.0):
     """Geometric and intensity augmentation of a batch (torch tensors [B,1,H,W], [B,H,W]).
 
     Rotation +-10 degrees, scale 0.85..1.15, shift +-24 px; thick in-plane rows
     (downsample rows by 2-4 and back, as in an axial acquisition); partial field of view
-    (top blanked); intensity scale, gamma, multiplicative smooth bias field, noise.
+    with probability ``fov_crop`` (top or bottom blanked: scans that end below T11 or
+    above the sacrum); coarser in-plane resolution with probability ``low_resolution``;
+    intensity scale, gamma, multiplicative smooth bias field, noise.
     """
     import torch
     import torch.nn.functional as F
@@ -120,10 +138,13 @@ def augment_batch(images, labels, rng):
             f = int(rng.integers(2, 5))
             img = F.interpolate(F.avg_pool2d(img[None, None], (f, 1), ceil_mode=True),
                                 size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        if rng.random() < 0.15:                      # partial field of view: nothing above a row
-            cut = int(rng.integers(20, h // 2))
-            img[:cut] = 0
-            labels[n, :cut] = 0
+        if rng.random() < fov_crop:
+            crop_field_of_view(img, labels[n], rng)
+        if rng.random() < low_resolution:            # coarser in-plane resolution, then upsampled
+            f = float(rng.uniform(1.3, 2.5))
+            small = (max(8, int(h / f)), max(8, int(w / f)))
+            img = F.interpolate(F.interpolate(img[None, None], size=small, mode="area"),
+                                size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         img = img.clamp(min=0) * rng.uniform(0.8, 1.2)
         img = img.clamp(min=0) ** rng.uniform(0.7, 1.5)
         coeffs = rng.uniform(-0.3, 0.3, 5)
@@ -176,6 +197,22 @@ def _set_rng_state(state: dict) -> None:
 def load_checkpoint(path) -> dict:
     """A checkpoint of this trainer (see :mod:`spinetumor.checkpoints`)."""
     return read_checkpoint(path, TrainConfig)
+
+
+def initial_weights(path) -> dict:
+    """Model weights to fine-tune from: a ``best.pt``/``checkpoint.pt`` of this trainer or shipped safetensors.
+
+    Checkpoints are read with ``weights_only=True`` and safetensors hold tensors only, so
+    nothing is unpickled.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -290,6 +327,9 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     model = build_unet(NetConfig.from_dict(config.net)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history, start = [], 0
+    if config.init_from and not ckpt:
+        model.load_state_dict(initial_weights(config.init_from))
+        log(f"initialized from {config.init_from}")
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -316,7 +356,8 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
                 img, lab = fit_canvas(img, lab, rng)
                 imgs.append(img)
                 labs.append(lab)
-            x, y = augment_batch(torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs)), rng)
+            x, y = augment_batch(torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs)), rng,
+                                 config.fov_crop, config.low_resolution)
             optimizer.zero_grad(set_to_none=True)
             loss = segmentation_loss(model(x.to(device)), y.to(device), ordinal_weight=config.ordinal_weight)
             loss.backward()
@@ -359,6 +400,7 @@ def add_arguments(p) -> None:
     p.add_argument("--samples-per-epoch", type=int, default=TrainConfig.samples_per_epoch)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (cosine schedule)")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (its data and architecture; only --epochs and --ordinal-weight may change)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
@@ -370,6 +412,12 @@ def add_arguments(p) -> None:
                    help="weight of the ordinal level loss term (default 0; may change on --resume)")
     p.add_argument("--chu-dir", default=None, help="folder of the Chu cases")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--init", default="",
+                   help="start from these weights (best.pt, checkpoint.pt or .safetensors) instead of random ones")
+    p.add_argument("--fov-crop", type=float, default=TrainConfig.fov_crop,
+                   help="probability of simulating a partial field of view (top or bottom cut)")
+    p.add_argument("--low-resolution", type=float, default=TrainConfig.low_resolution,
+                   help="probability of simulating a coarser in-plane resolution")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this epoch (1-based) without changing the schedule; resume later")
 
@@ -378,7 +426,9 @@ def run_from_args(args) -> dict:
     """Build the config from parsed options and train."""
     net = NetConfig(depth=args.depth, base=args.base, attention=not args.no_attention).to_dict()
     config = TrainConfig(epochs=args.epochs or 0, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
-                         seed=args.seed, phantoms=args.phantoms, net=net,
+                         lr=args.lr,
+                         seed=args.seed, phantoms=args.phantoms, net=net, init_from=str(args.init or ""),
+                         fov_crop=args.fov_crop, low_resolution=args.low_resolution,
                          ordinal_weight=args.ordinal_weight if args.ordinal_weight is not None else
                          (None if args.resume else 0.0))
     if not args.resume and not config.epochs:

@@ -57,6 +57,7 @@ class PreparedCase:
     cord: np.ndarray
     vertebrae: np.ndarray | None
     truth: np.ndarray
+    name: str = ""
 
 
 def phantom_plan(base: int, n: int, seed: int = 0) -> list[tuple[int, str, bool]]:
@@ -67,9 +68,7 @@ def phantom_plan(base: int, n: int, seed: int = 0) -> list[tuple[int, str, bool]
 def prepare_case(seed: int, kind: str, with_vertebrae: bool = True) -> PreparedCase | None:
     """Generate a phantom and run the canal step on it; None when no canal is found (logged)."""
     from ..phantom import generate
-    from ..volume import to_canonical
     from .canal import segment_canal_and_cord
-    from .features import axis_spacing
 
     case = generate(seed, kind)
     vertebrae = case.vertebrae if with_vertebrae else None
@@ -78,15 +77,38 @@ def prepare_case(seed: int, kind: str, with_vertebrae: bool = True) -> PreparedC
     except ValueError as error:
         log.warning("phantom %d (%s): %s; skipped", seed, kind, error)
         return None
-    canon = to_canonical(case.image)[0]
-    canal = to_canonical(found.canal)[0].array > 0
-    if not canal.any():
-        log.warning("phantom %d (%s): empty canal; skipped", seed, kind)
+    return prepared_from_volumes(case.image, case.tumor, found.canal, found.cord, vertebrae, kind, seed,
+                                 f"phantom {seed}")
+
+
+def prepared_from_volumes(image, tumor, canal, cord, vertebrae, kind: str, seed: int = -1,
+                          name: str = "") -> PreparedCase | None:
+    """A :class:`PreparedCase` from volumes on one grid (None, logged, when the canal is empty)."""
+    from ..volume import to_canonical
+    from .features import axis_spacing
+
+    canon = to_canonical(image)[0]
+    canal_c = to_canonical(canal)[0].array > 0
+    if not canal_c.any():
+        log.warning("%s (%s): empty canal; skipped", name or seed, kind)
         return None
-    return PreparedCase(seed, kind, canon.array, axis_spacing(canon), canal,
-                        to_canonical(found.cord)[0].array > 0,
+    return PreparedCase(seed, kind, canon.array, axis_spacing(canon), canal_c,
+                        to_canonical(cord)[0].array > 0,
                         to_canonical(vertebrae)[0].array > 0 if vertebrae is not None else None,
-                        to_canonical(case.tumor)[0].array > 0)
+                        to_canonical(tumor)[0].array > 0, name)
+
+
+def augmented_cases(folders, progress=None) -> list[PreparedCase]:
+    """Prepared cases from augmented datasets (real anatomy with inserted tumors; 3D samples)."""
+    from ..augmentation.dataset import read_training_cases
+
+    cases = []
+    for case in read_training_cases(folders, progress):
+        prep = prepared_from_volumes(case.image, case.tumor, case.canal, case.cord, case.vertebrae,
+                                     case.tumor_type, name=case.id)
+        if prep is not None:
+            cases.append(prep)
+    return cases
 
 
 def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names) -> tuple[np.ndarray, np.ndarray]:
@@ -169,12 +191,15 @@ def choose_postprocessing(scores: list[dict], kinds: list[str], thresholds=THRES
 
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
                 denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None,
-                position: bool = False):
-    """Train a forest on ``cases`` phantoms, choose post-processing on ``val_cases`` others.
+                position: bool = False, extra: list | None = None):
+    """Train a forest on ``cases`` phantoms (plus ``extra`` prepared cases), choose post-processing
+    on ``val_cases`` other phantoms.
 
     Returns ``(TumorModel, info)`` where ``info`` holds the seeds used, sample counts,
     timings and the validation choice. ``prepared`` may map (seed, kind, with_vertebrae)
-    to an already prepared case (the benchmark shares them between variants).
+    to an already prepared case (the benchmark shares them between variants). ``extra``
+    are :class:`PreparedCase` from other sources, e.g. real anatomy with inserted tumors
+    (:func:`augmented_cases`).
     """
     from ..progress import report
     from .features import model_features
@@ -202,6 +227,10 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
         xs.append(x)
         ys.append(y)
         used.append(item[0])
+    for prep in extra or ():
+        x, y = case_samples(prep, denoiser, clusters, rng, names)
+        xs.append(x)
+        ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
     report(progress, 0.6, f"fitting the forest on {len(y)} voxels")
     forest = fit_forest(x, y, seed)
@@ -219,7 +248,8 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     choice = choose_postprocessing(scores, kinds)
     model.threshold, model.min_volume_mm3 = choice["threshold"], choice["min_volume_mm3"]
     info = {
-        "training": {"phantom_seeds": used, "kinds_cycle": list(KINDS), "voxels": int(len(y)),
+        "training": {"phantom_seeds": used, "kinds_cycle": list(KINDS),
+                     "extra_cases": [p.name for p in extra or ()], "voxels": int(len(y)),
                      "tumor_voxels": int(y.sum()), "background_per_case": BACKGROUND_PER_CASE,
                      "hard_negative_mm": HARD_MM, "forest": dict(FOREST), "class_weight": "balanced_subsample",
                      "random_state": seed, "seconds": round(fit_seconds, 1)},
@@ -240,6 +270,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS,
                         help=f"fuzzy c-means clusters, 0 for the forest alone (default {DEFAULT_CLUSTERS})")
     parser.add_argument("--denoiser", default=DEFAULT_DENOISER, help=f"denoising method (default {DEFAULT_DENOISER})")
+    parser.add_argument("--extra", action="append", default=[], metavar="DATASET",
+                        help="also train on the 3D samples of this augmented dataset (spinetumor augment --mode 3d: "
+                             "real anatomy with inserted tumors); repeatable")
 
 
 def run_from_args(args, progress=None) -> dict:
@@ -252,10 +285,14 @@ def run_from_args(args, progress=None) -> dict:
         from ..cli import UsageError
 
         raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
+    extra = augmented_cases(args.extra) if args.extra else None
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
-                              select_slices=args.clusters > 0, progress=progress)
+                              select_slices=args.clusters > 0, progress=progress, extra=extra)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
-               f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}")
-    extra = {"date": datetime.date.today().isoformat(), "command": command, **info,
-             "data": "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"}
-    return save_tumor_model(model, Path(args.out) / "tumor_rf.skops", extra)
+               f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
+               + "".join(f" --extra {d}" for d in args.extra))
+    data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
+    if args.extra:
+        data += "; augmented datasets (tumors inserted into real anatomy): " + ", ".join(map(str, args.extra))
+    manifest = {"date": datetime.date.today().isoformat(), "command": command, **info, "data": data}
+    return save_tumor_model(model, Path(args.out) / "tumor_rf.skops", manifest)

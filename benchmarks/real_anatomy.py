@@ -1,0 +1,262 @@
+"""What training on real anatomy with inserted tumors changes (TumorAugmentation, item 8).
+
+    python benchmarks/real_anatomy.py [--out runs/real_anatomy] [--chu-dir ../shared/data/chu_lumbar_t2]
+
+1. Tumor sources: phantom tumors of the three types (training sources from phantom seeds
+   ``TRAIN_SOURCE_SEED``..., test sources from ``TEST_SOURCE_SEED``..., never the same).
+2. Real-anatomy datasets with ``spinetumor.augmentation.dataset.augment_dataset`` (3D mode,
+   one random position along the CSF per source and target): training on the nine Chu
+   training scans, test on the three Chu validation scans (the labeling model's split, so no
+   scan is in both).
+3. Random forest: the shipped forest (phantoms only) against one trained by the shipped
+   command plus ``--extra`` the training dataset. Both are scored on the test dataset at their
+   validated settings (threshold and minimum volume chosen on phantoms), and on the three
+   Chu test scans without tumor (nothing should be found).
+4. CNN: the shipped network (phantoms only) against one trained with the shipped
+   configuration plus ``--extra`` the training dataset; both classify the test tumors from the
+   exact inserted mask with the sac and cord from canal.py, and the held-out phantoms of
+   ``benchmarks/classification.py`` (truth masks) to show what happens on phantoms.
+
+The result goes into the "Real anatomy with inserted tumors" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import machine, write_section  # noqa: E402
+
+from spinetumor.classification import CLASSES  # noqa: E402
+
+TRAIN_SOURCE_SEED = 40_000
+TEST_SOURCE_SEED = 50_000
+SOURCES_PER_TYPE = 2
+PHANTOM_CHECK = 30          # held-out classification phantoms scored for both CNNs
+
+
+def sources(base: int, per_type: int, log=print) -> list:
+    """``per_type`` phantom tumor patches of each type, from the first seeds at ``base`` that have one."""
+    from spinetumor.augmentation.dataset import source_from_phantom
+    from spinetumor.io import InputError
+
+    patches = []
+    for t, kind in enumerate(CLASSES):
+        seed, found = base + 1000 * t, 0
+        while found < per_type:
+            try:
+                patches.append(source_from_phantom(seed, kind))
+                found += 1
+            except (InputError, ValueError) as error:
+                log(f"source {seed} {kind}: {error}")
+            seed += 1
+    return patches
+
+
+def build_dataset(out: Path, cases, patches, seed: int, chu_dir: Path, log=print) -> dict:
+    """Write (or resume) the 3D augmented dataset of ``patches`` along the Chu ``cases``."""
+    from spinetumor.augmentation.dataset import augment_dataset, find_targets
+
+    targets = find_targets([chu_dir / f"{c}_t2.nii.gz" for c in cases])
+    summary = augment_dataset(patches, targets, out, per_slice=1, mode="3d", seed=seed)
+    log(f"{out.name}: {summary['samples']} samples ({summary['written']} new)")
+    return summary
+
+
+def overlap_row(scores: list[dict]) -> dict:
+    """Mean Dice, IoU, precision, recall over cases from tp/pred/truth counts."""
+    rows = []
+    for s in scores:
+        tp, pred, truth = (float(s[k]) for k in ("tp", "pred", "truth"))
+        rows.append({"dice": 2 * tp / max(pred + truth, 1), "iou": tp / max(pred + truth - tp, 1),
+                     "precision": tp / pred if pred else 0.0, "recall": tp / max(truth, 1),
+                     "found": tp > 0})
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+def score_forest(model, cases) -> list[dict]:
+    """tp/pred/truth of ``model`` at its own threshold and minimum volume on prepared cases."""
+    from spinetumor.segmentation.train import score_grid
+
+    out = []
+    for prep in cases:
+        s = score_grid(model, prep, thresholds=(model.threshold,), volumes=(model.min_volume_mm3,))
+        out.append({"kind": prep.kind, "name": prep.name, **{k: int(s[k][0, 0]) for k in ("tp", "pred", "truth")}})
+    return out
+
+
+def tumor_free_cases(chu_dir: Path, cases) -> list:
+    """The Chu test scans themselves (no tumor) as prepared cases."""
+    from spinetumor.labeling.dataset import load_chu_case
+    from spinetumor.segmentation.canal import segment_canal_and_cord
+    from spinetumor.segmentation.train import prepared_from_volumes
+
+    out = []
+    for case in cases:
+        image, vertebrae = load_chu_case(chu_dir, case)
+        found = segment_canal_and_cord(image, vertebrae)
+        empty = image.with_array(np.zeros(image.shape, np.uint8))
+        out.append(prepared_from_volumes(image, empty, found.canal, found.cord, vertebrae, "none", name=case))
+    return out
+
+
+def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print) -> dict:
+    """Shipped forest vs the same training plus the real-anatomy dataset."""
+    from spinetumor.segmentation.train import augmented_cases, run_from_args
+    from spinetumor.segmentation.tumor import load_tumor_model
+
+    shipped = load_tumor_model()
+    command = shipped.manifest["command"].split()
+    model_dir = out / "rf_real"
+    if not (model_dir / "tumor_rf.skops").exists():
+        args = argparse.Namespace(out=str(model_dir), cases=int(command[command.index("--cases") + 1]),
+                                  val_cases=int(command[command.index("--val-cases") + 1]), seed=0,
+                                  clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(train_dir)])
+        t0 = time.time()
+        run_from_args(args)
+        log(f"forest with real anatomy trained in {time.time() - t0:.0f} s")
+    real = load_tumor_model(model_dir / "tumor_rf.skops")
+    result = {}
+    for name, model in (("phantoms only (shipped)", shipped), ("phantoms + real anatomy", real)):
+        tumors = score_forest(model, test_cases)
+        free = score_forest(model, free_cases)
+        result[name] = {"settings": model.settings(), "tumors": tumors, "free": free,
+                        "training_cases": len(model.manifest.get("training", {}).get("extra_cases", []))}
+        log(f"forest {name}: {overlap_row(tumors)}")
+    return result
+
+
+def classify_all(model, cases) -> list[str]:
+    """Predicted type of every prepared test case (exact inserted mask, canal.py sac and cord)."""
+    from spinetumor.classification.infer import classify_tumor
+
+    return [classify_tumor(c.image, c.tumor, c.canal, c.cord, model=model)[0] for c in cases]
+
+
+def phantom_answers(model, n: int) -> tuple[list, list]:
+    """(truth, prediction) on the first ``n`` held-out classification phantoms, truth masks."""
+    from spinetumor.classification.dataset import TEST_SEED0, phantom_anatomy_masks, phantom_kind
+    from spinetumor.classification.infer import classify_tumor
+    from spinetumor.phantom import generate
+
+    truth, pred = [], []
+    for seed in range(TEST_SEED0, TEST_SEED0 + n):
+        kind = phantom_kind(seed)
+        case = generate(seed, tumor=kind)
+        mask = case.tumor.with_array((case.tumor.array == 1).astype(np.uint8))
+        if not mask.array.any():
+            continue
+        sac, cord = phantom_anatomy_masks(case)
+        truth.append(kind)
+        pred.append(classify_tumor(case.image, mask, sac, cord, model=model)[0])
+    return truth, pred
+
+
+def cnn_part(out: Path, train_dir: Path, test_training_cases, cache_dir: Path, log=print) -> dict:
+    """Shipped CNN vs the same configuration trained with the real-anatomy dataset."""
+    from spinetumor.classification.model import load_model
+    from spinetumor.classification.ship import ship
+    from spinetumor.classification.train import TrainConfig, augmented_tumors, train
+
+    shipped = load_model()
+    weights = out / "cnn_real" / "tumor_type_cnn.safetensors"
+    if not weights.exists():
+        config = TrainConfig.from_dict(shipped.manifest["training"]["config"])
+        config.extra_cases = 0
+        t0 = time.time()
+        train(out / "cnn_real", config, cache_dir=cache_dir, extra_cases=augmented_tumors([train_dir]), log=log)
+        ship(out / "cnn_real", weights, command=f"benchmarks/real_anatomy.py (extra {train_dir})", cache_dir=cache_dir)
+        log(f"CNN with real anatomy trained in {time.time() - t0:.0f} s")
+    real = load_model(weights)
+    result = {}
+    for name, model in (("phantoms only (shipped)", shipped), ("phantoms + real anatomy", real)):
+        pred = classify_all(model, test_training_cases)
+        truth = [c.tumor_type for c in test_training_cases]
+        p_truth, p_pred = phantom_answers(model, PHANTOM_CHECK)
+        result[name] = {"real": {"truth": truth, "pred": pred}, "phantoms": {"truth": p_truth, "pred": p_pred}}
+        log(f"CNN {name}: real {np.mean(np.array(truth) == np.array(pred)):.3f}, "
+            f"phantoms {np.mean(np.array(p_truth) == np.array(p_pred)):.3f}")
+    return result
+
+
+def confusion(truth, pred) -> str:
+    """Rows true IM, IDEM, ED; columns predicted."""
+    m = np.zeros((3, 3), int)
+    for t, p in zip(truth, pred):
+        m[CLASSES.index(t), CLASSES.index(p)] += 1
+    return " / ".join(" ".join(str(v) for v in row) for row in m)
+
+
+def report(result: dict, elapsed: float, datasets: dict) -> str:
+    """The docs section."""
+    lines = [f"Script: `benchmarks/real_anatomy.py`. Machine: {machine()}. Wall time {elapsed / 60:.0f} min.", "",
+             f"Datasets written by `augment_dataset` (3D mode, one random position along the CSF per source and "
+             f"target): training {datasets['train']['samples']} samples (nine Chu training scans x "
+             f"{SOURCES_PER_TYPE} phantom tumors per type, source seeds from {TRAIN_SOURCE_SEED}), test "
+             f"{datasets['test']['samples']} samples (the three Chu validation scans x {SOURCES_PER_TYPE} other "
+             f"phantom tumors per type, source seeds from {TEST_SOURCE_SEED}). No scan and no tumor is in both.",
+             "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms). Test tumors "
+             "in real anatomy; tumor-free: the three Chu test scans themselves.", "",
+             "| forest | tumors | Dice | IoU | precision | recall | tumors touched | tumor-free scans with nothing found |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in result["forest"].items():
+        clean = sum(f["pred"] == 0 for f in r["free"])
+        for kind in list(CLASSES) + ["all"]:
+            rows = [t for t in r["tumors"] if kind == "all" or t["kind"] == kind]
+            if not rows:
+                continue
+            o = overlap_row(rows)
+            free = f"{clean}/{len(r['free'])}" if kind == "all" else ""
+            lines.append(f"| {name} | {kind} ({len(rows)}) | {o['dice']:.3f} | {o['iou']:.3f} | {o['precision']:.3f} "
+                         f"| {o['recall']:.3f} | {sum(t['tp'] > 0 for t in rows)}/{len(rows)} | {free} |")
+    lines += ["", "**CNN tumor type** (exact inserted tumor mask, sac and cord from canal.py). Confusion rows: true "
+              "IM, IDEM, ED.", "",
+              "| CNN | real-anatomy test tumors: accuracy | confusion | held-out phantoms: accuracy | confusion |",
+              "|---|---|---|---|---|"]
+    for name, r in result["cnn"].items():
+        rt, rp = r["real"]["truth"], r["real"]["pred"]
+        pt, pp = r["phantoms"]["truth"], r["phantoms"]["pred"]
+        lines.append(f"| {name} | {np.mean(np.array(rt) == np.array(rp)):.3f} ({len(rt)}) | {confusion(rt, rp)} "
+                     f"| {np.mean(np.array(pt) == np.array(pp)):.3f} ({len(pt)}) | {confusion(pt, pp)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from spinetumor.augmentation.dataset import read_training_cases
+    from spinetumor.labeling.dataset import CHU_TRAINING, CHU_VALIDATION
+    from spinetumor.segmentation.train import prepared_from_volumes
+
+    root = Path(__file__).resolve().parents[1]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(root / "runs" / "real_anatomy"))
+    p.add_argument("--chu-dir", default=str(root.parent / "shared" / "data" / "chu_lumbar_t2"))
+    p.add_argument("--cnn-cache", default=str(root / "runs" / "classification" / "cache"),
+                   help="phantom caches of the classification trainer (built when missing)")
+    p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = p.parse_args(argv)
+    out, chu = Path(args.out), Path(args.chu_dir)
+    t0 = time.time()
+    datasets = {"train": build_dataset(out / "train", CHU_TRAINING, sources(TRAIN_SOURCE_SEED, SOURCES_PER_TYPE), 0, chu),
+                "test": build_dataset(out / "test", CHU_VALIDATION, sources(TEST_SOURCE_SEED, SOURCES_PER_TYPE), 1, chu)}
+    test_training = list(read_training_cases([out / "test"]))
+    test_cases = [prepared_from_volumes(c.image, c.tumor, c.canal, c.cord, c.vertebrae, c.tumor_type, name=c.id)
+                  for c in test_training]
+    result = {"forest": forest_part(out, out / "train", test_cases, tumor_free_cases(chu, CHU_VALIDATION)),
+              "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    text = report(result, time.time() - t0, datasets)
+    print(text)
+    if not args.no_write:
+        write_section("Real anatomy with inserted tumors", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
