@@ -71,7 +71,10 @@ def test_output_geometry_and_labels_match_on_an_oblique_anisotropic_volume():
     assert result.labels.array.dtype == np.uint8
     for level in range(1, 8):
         p, t = result.labels.array == level, truth.array == level
-        assert 2 * (p & t).sum() / (p.sum() + t.sum()) > 0.93, level
+        # > 0.9, not 1: partial-volume rims of each body, which the intensity oracle calls T11,
+        # belong to the body they surround (they are part of its connected component)
+        assert 2 * (p & t).sum() / (p.sum() + t.sum()) > 0.9, level
+        assert (p & t).sum() >= 0.99 * t.sum(), level
     assert result.missing == []
     l3 = result.levels["L1"]
     assert l3.present and l3.confidence > 0.7

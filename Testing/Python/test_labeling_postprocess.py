@@ -61,12 +61,14 @@ def test_fragments_are_dropped_or_merged():
     pred = truth.copy()
     pred[3, -10:-8, 5:7] = 6                  # isolated fragment far below
     pred[7, 2:12, 4:16] = 1                   # one more slice of T11: part of its component
-    pred[4, 2 + 14 * 2 + 3, 8] = 5            # one voxel of "L3" inside L1: a touching fragment
+    pred[4, 2 + 14 * 2 + 3, 8] = 5            # one voxel of "L3" inside L1: part of the L1 body
+    pred[0, 2 + 14 * 3: 2 + 14 * 3 + 2, 4:6] = 6   # "L4" voxels on the edge of L2: a touching fragment
     out, report = enforce_anatomy(pred, probs_from(pred))
     assert not out[3, -10:-8, 5:7].any()
     assert (out[7, 2:12, 4:16] == 1).all()
     assert out[4, 2 + 14 * 2 + 3, 8] == 3
-    assert report.dropped_fragments == 4 and report.merged_fragments == 1
+    assert (out[0, 2 + 14 * 3: 2 + 14 * 3 + 2, 4:6] == 4).all()    # one body with L2
+    assert report.dropped_fragments == 4
     for level in range(1, 8):
         from scipy import ndimage
 
@@ -105,3 +107,38 @@ def test_blobs_smaller_than_a_vertebral_body_are_never_levels():
     tiny[2:4, 10:14, 5:9] = 3                  # 32 voxels = 0.4 ml, alone in the image
     out, report = enforce_anatomy(tiny, probs_from(tiny))
     assert not out.any() and report.dropped_fragments == 32
+
+
+def test_a_body_split_between_two_names_stays_one_body():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    body = truth == 4
+    rows = np.nonzero(body)[1]
+    pred[body & (np.arange(truth.shape[1])[None, :, None] >= rows.mean())] = 5   # lower half called L3
+    out, _ = enforce_anatomy(pred, probs_from(pred, 0.5))
+    assert np.array_equal(out, truth)
+
+
+def test_bodies_bridged_across_thin_discs_are_separated():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    for level in (1, 2):                       # the network fills a thin column across two discs
+        r = 2 + level * 14
+        pred[3:5, r - 4:r, 9:11] = level
+    out, _ = enforce_anatomy(pred, probs_from(pred))
+    assert np.array_equal(out[truth > 0], truth[truth > 0])
+
+
+def test_a_body_the_network_missed_leaves_a_gap_of_one_name():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[truth == 4] = 0                       # L2 not found at all
+    wrong = np.where(pred > 0, 1, 0).astype(np.uint8)
+    probs = probs_from(pred)
+    probs[1:] = 0.1                            # weak evidence everywhere ...
+    for level in (6, 7):                       # ... except on L4 and L5
+        probs[level][truth == level] = 0.9
+    out, _ = enforce_anatomy(wrong, probs)
+    expected = truth.copy()
+    expected[truth == 4] = 0
+    assert np.array_equal(out, expected)

@@ -5,16 +5,21 @@ fragments, a level repeated on two bodies, or two neighbours swapped. The rules 
 follow the anatomy: vertebral bodies are separate blobs stacked along the spine and
 their names increase downwards without repetition.
 
-1. Every connected component of every predicted level is a *candidate body* when it
-   is at least ``min_fraction`` of the typical body size and at least
-   :data:`MIN_BODY_MM3`; smaller ones are fragments.
-2. Candidates are sorted by their superior-inferior position and given strictly
-   increasing levels by dynamic programming, maximizing ``sum(keep_bonus + p_level)``
-   over their voxels (``p_level`` = the network's mean probability of that level in the
-   candidate). A swapped pair therefore comes out in order, a repeated level moves to
-   the next free one, and a candidate that fits no free level (e.g. the sacrum called L5
-   below the true L5) is dropped. Where the probabilities do not decide, levels are
-   counted upwards from the lowest body (:data:`TIE_BREAK`).
+1. Every connected component of the vertebra mask (any level) is a *candidate body*
+   when it is at least ``min_fraction`` of the typical body size and at least
+   :data:`MIN_BODY_MM3`; smaller ones are fragments. The discs separate the bodies, so a
+   body whose voxels the network split between two names stays one candidate; a
+   component much taller than a body (bodies bridged across discs) is split at its
+   thinnest places (or, failing that, by the network's level names).
+2. Candidates are sorted by their superior-inferior position and, since bodies are
+   stacked without gaps, named as one contiguous run: naming one body names them all.
+   The run's offset maximizes ``sum(keep_bonus + p_level)`` over the kept bodies' voxels
+   (``p_level`` = the network's mean probability of that level in the body). A swapped
+   pair therefore comes out in order, a repeated level moves to its neighbour, bodies
+   beyond the run (T10 above, the sacrum called L5 below the true L5) are dropped, and a
+   gap of about one body spacing (a body the network missed) skips one name. Where the
+   probabilities do not decide, levels are counted upwards from the lowest body
+   (:data:`TIE_BREAK`).
 3. Fragments touching a kept body join it; isolated fragments are dropped.
 """
 
@@ -33,6 +38,11 @@ MIN_BODY_MM3 = 2000.0
 #: assignments, which are then counted upwards from the lowest body (L5 sits on the sacrum, and
 #: lumbar scans always include the sacrum, while their top varies).
 TIE_BREAK = 1e-4
+#: A vertebra-mask component taller than this many typical body heights is two bodies bridged
+#: (e.g. across a thin disc) and is split where it is thinnest.
+BRIDGED_HEIGHT = 1.6
+#: Most erosion (voxels) tried to separate bridged bodies; thicker bridges are not discs.
+MAX_EROSION = 6
 
 
 @dataclass
@@ -61,62 +71,149 @@ class _Component:
     scores: np.ndarray   # mean probability per level 1..n_levels
 
 
-def _components(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing_si: float) -> list[_Component]:
-    """Connected components (6-connectivity) of every level, with their position and mean probabilities."""
+def _component(labels_sub: np.ndarray, sub: np.ndarray, box, probs, n_levels: int, axis_si: int,
+               spacing_si: float) -> _Component:
+    """One candidate: its majority network level, position and mean probability per level."""
+    size = int(sub.sum())
+    coords = np.nonzero(sub)[axis_si].mean() + box[axis_si].start
+    level = int(np.bincount(labels_sub[sub], minlength=n_levels + 1)[1:].argmax()) + 1
+    if probs is not None:
+        scores = np.array([probs[l][box][sub].mean() for l in range(1, n_levels + 1)], dtype=float)
+        if probs.dtype == np.uint8:
+            scores = scores / 255.0
+    else:
+        scores = np.bincount(labels_sub[sub], minlength=n_levels + 1)[1:].astype(float) / size
+    return _Component(level, box, sub, size, float(coords * spacing_si), scores)
+
+
+def _level_components(labels: np.ndarray, region: np.ndarray, probs, n_levels: int) -> list[np.ndarray]:
+    """Connected components of every predicted level inside ``region`` (a mask of ``labels``' shape)."""
     from scipy import ndimage
 
-    comps = []
+    parts = []
     for level in range(1, n_levels + 1):
-        mask = labels == level
-        if not mask.any():
+        lab, n = ndimage.label(region & (labels == level))
+        parts += [lab == i for i in range(1, n + 1)]
+    return parts
+
+
+def _split_bridged(mask: np.ndarray, min_voxels: float, max_erosion: int = MAX_EROSION) -> list[np.ndarray]:
+    """Split a component of several bodies joined by thin bridges (across the discs).
+
+    The mask is eroded until it falls apart into at least two pieces of at least
+    ``min_voxels / 4``; every voxel of the mask then goes to the nearest piece, which
+    follows tilted discs where a cut by rows would not. Returns ``[mask]`` when no erosion
+    of up to ``max_erosion`` voxels separates it.
+    """
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(3, 1)
+    for iterations in range(1, max_erosion + 1):
+        core = ndimage.binary_erosion(mask, structure, iterations=iterations)
+        lab, n = ndimage.label(core)
+        if n < 2:
             continue
-        lab, n = ndimage.label(mask)
-        for index, box in enumerate(ndimage.find_objects(lab), start=1):
-            sub = lab[box] == index
-            size = int(sub.sum())
-            coords = np.nonzero(sub)[axis_si].mean() + box[axis_si].start
-            if probs is not None:
-                scores = np.array([probs[l][box][sub].mean() for l in range(1, n_levels + 1)], dtype=float)
-                if probs.dtype == np.uint8:
-                    scores = scores / 255.0
+        sizes = np.bincount(lab.ravel())
+        seeds = [i for i in range(1, n + 1) if sizes[i] >= min_voxels / 4]
+        if len(seeds) < 2:
+            continue
+        seed_map = np.where(np.isin(lab, seeds), lab, 0)
+        nearest = ndimage.distance_transform_edt(seed_map == 0, return_distances=False, return_indices=True)
+        owner = seed_map[tuple(nearest)]
+        return [mask & (owner == i) for i in seeds]
+    return [mask]
+
+
+def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min_voxels: float):
+    """Candidate bodies and fragments.
+
+    A body is a connected component of the vertebra mask (any level): the discs separate
+    the bodies, so a body the network split between two level names stays one candidate.
+    A component much taller than the typical body (bodies bridged across thin discs) is split
+    where it is thinnest (:func:`_split_bridged`), or else by the network's level names. Components under ``min_voxels`` are fragments.
+    """
+    from scipy import ndimage
+
+    spacing_si = float(spacing[axis_si])
+    lab, _ = ndimage.label(labels > 0)
+    comps = []
+    for index, box in enumerate(ndimage.find_objects(lab), start=1):
+        sub = lab[box] == index
+        comps.append(_component(labels[box], sub, box, probs, n_levels, axis_si, spacing_si))
+    big = [c for c in comps if c.size >= min_voxels]
+    fragments = [c for c in comps if c.size < min_voxels]
+    if not big:
+        return [], fragments
+    heights = [np.ptp(np.nonzero(c.mask)[axis_si]) + 1 for c in big]
+    typical = float(np.median(heights)) if len(big) > 2 else float("inf")   # too few bodies to know
+    bodies = []
+    pending = list(zip(big, heights))
+    while pending:
+        comp, height = pending.pop()
+        parts = [comp.mask]
+        if height > BRIDGED_HEIGHT * typical:
+            parts = _split_bridged(comp.mask, min_voxels)
+            if len(parts) == 1:         # a thick bridge: fall back to the network's level names
+                parts = _level_components(labels[comp.slices], comp.mask, probs, n_levels)
+        if len(parts) == 1:
+            bodies.append(comp)
+            continue
+        for part in parts:          # each part may still hold two bodies
+            piece = _component(labels[comp.slices], part, comp.slices, probs, n_levels, axis_si, spacing_si)
+            if piece.size < min_voxels:
+                fragments.append(piece)
             else:
-                scores = np.eye(n_levels)[level - 1]
-            comps.append(_Component(level, box, sub, size, float(coords * spacing_si), scores))
-    return comps
+                pending.append((piece, np.ptp(np.nonzero(part)[axis_si]) + 1))
+    return bodies, fragments
+
+
+def _slots(positions: list[float]) -> list[int]:
+    """Anatomical slot of each body (sorted superior -> inferior): consecutive bodies are one
+    level apart, a gap of about n typical spacings skips n - 1 levels (a body the network missed)."""
+    if len(positions) < 2:
+        return [0] * len(positions)
+    steps = np.diff(positions)
+    typical = float(np.median(steps))
+    slots = [0]
+    for step in steps:
+        slots.append(slots[-1] + max(1, int(round(step / max(typical, 1e-6)))))
+    return slots
 
 
 def _assign_levels(candidates: list[_Component], n_levels: int) -> list[int]:
-    """Strictly increasing levels (0 = drop) for candidates sorted superior->inferior, by DP."""
-    n = len(candidates)
-    neg = -np.inf
-    # best[i][l]: best total using the first i candidates with the last used level <= l
-    best = np.zeros((n + 1, n_levels + 1))
-    choice = np.zeros((n + 1, n_levels + 1), dtype=int)   # level given to candidate i-1 (0 = dropped)
-    for i in range(1, n + 1):
-        comp = candidates[i - 1]
-        for l in range(0, n_levels + 1):
-            keep_drop = best[i - 1][l]
-            take = neg
-            if l >= 1:
-                take = best[i - 1][l - 1] + comp.size * (KEEP_BONUS + comp.scores[l - 1] + TIE_BREAK * l)
-            # either candidate i-1 gets level l exactly, or it is dropped; or last level is < l
-            options = [(keep_drop, 0), (take, l)]
-            if l >= 1:
-                options.append((best[i][l - 1], -1))
-            value, pick = max(options, key=lambda o: o[0])
-            best[i][l], choice[i][l] = value, pick
-    levels = [0] * n
-    i, l = n, n_levels
-    while i > 0:
-        pick = choice[i][l]
-        if pick == -1:
-            l -= 1
-            continue
-        levels[i - 1] = pick
-        if pick > 0:
-            l = pick - 1
-        i -= 1
-    return levels
+    """Levels (0 = drop) for bodies sorted superior->inferior: one contiguous run of names.
+
+    Vertebral bodies are stacked without gaps, so naming one body names all: body j gets
+    level ``slot_j + k`` for the offset ``k`` that maximizes ``sum(size * (KEEP_BONUS +
+    p_level + TIE_BREAK * level))`` over the bodies whose level falls in 1..n_levels; the
+    others (e.g. T10 above, S1 below) are dropped. Two bodies in one slot (closer than half
+    a typical spacing) cannot both be levels: the better-scoring one is kept.
+    """
+    if not candidates:
+        return []
+    slots = _slots([c.position for c in candidates])
+    best, best_levels = -np.inf, [0] * len(candidates)
+    for k in range(1 - slots[-1], n_levels + 1):
+        levels, total = [], 0.0
+        taken: dict[int, tuple[float, int]] = {}
+        for j, (comp, slot) in enumerate(zip(candidates, slots)):
+            level = slot + k
+            if not 1 <= level <= n_levels:
+                levels.append(0)
+                continue
+            value = comp.size * (KEEP_BONUS + comp.scores[level - 1] + TIE_BREAK * level)
+            if level in taken:
+                if taken[level][0] >= value:
+                    levels.append(0)
+                    continue
+                total -= taken[level][0]
+                levels[taken[level][1]] = 0
+            taken[level] = (value, j)
+            levels.append(level)
+            total += value
+        if total > best:
+            best, best_levels = total, levels
+    return best_levels
 
 
 def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, axis_si: int = 1,
@@ -133,17 +230,14 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
 
     labels = np.asarray(labels)
     report = PostprocessReport()
-    comps = _components(labels, probs, n_levels, axis_si, float(spacing[axis_si]))
     out = np.zeros(labels.shape, np.uint8)
-    if not comps:
+    sizes = np.bincount(ndimage.label(labels > 0)[0].ravel())[1:]
+    if not sizes.size:
         return out, report
-    largest = {}
-    for c in comps:
-        largest[c.level] = max(largest.get(c.level, 0), c.size)
-    reference = float(np.median(list(largest.values())))
+    reference = float(np.median(np.sort(sizes)[-n_levels:]))          # the largest blobs: the bodies
     min_voxels = max(min_fraction * reference, min_volume_mm3 / float(np.prod(spacing)))
-    candidates = sorted((c for c in comps if c.size >= min_voxels), key=lambda c: c.position)
-    fragments = [c for c in comps if c.size < min_voxels]
+    bodies, fragments = _bodies(labels, probs, n_levels, axis_si, spacing, min_voxels)
+    candidates = sorted(bodies, key=lambda c: c.position)
     for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
         if level == 0:
             report.dropped_candidates.append((comp.level, comp.size))
