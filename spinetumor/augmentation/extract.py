@@ -42,6 +42,30 @@ class TumorPatch:
     boundary_gradient: float     # mean gradient magnitude across the boundary / reference (largest slice)
     source: str = ""
     info: dict = field(default_factory=dict)
+    surround: float = float("nan")   # median source intensity just outside the tumor (see surround_intensity)
+    edge_image: np.ndarray | None = None   # the source's largest tumor slice with its surroundings (2D)
+    edge_mask: np.ndarray | None = None    # the tumor mask of that slice
+
+    def boundary_gradient_at(self, spacing_rc) -> float:
+        """The source's boundary gradient (/ reference) as it would be at pixel spacing ``spacing_rc``.
+
+        An edge is at least one pixel wide, so its gradient per mm depends on the pixel
+        size: a tumor from a 0.7 mm source cannot have as steep an edge in a 1 mm target.
+        The source slice is resampled (linearly) to the target's spacing before measuring,
+        which makes inserted and source edges comparable. Without the source slice, or at
+        the source's own spacing, this is :attr:`boundary_gradient`.
+        """
+        from scipy import ndimage
+
+        spacing_rc = np.asarray(spacing_rc, float)
+        if self.edge_image is None or np.allclose(spacing_rc, self.spacing[1:]):
+            return self.boundary_gradient
+        zoom = self.spacing[1:] / spacing_rc
+        image = ndimage.zoom(self.edge_image.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest")
+        mask = ndimage.zoom(self.edge_mask.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest") >= 0.5
+        if not mask.any():
+            return self.boundary_gradient
+        return boundary_gradient(image, mask, spacing_rc) / self.reference
 
     @property
     def largest_slice(self) -> int:
@@ -106,6 +130,22 @@ def boundary_gradient(image: np.ndarray, mask: np.ndarray, spacing) -> float:
     band = ndimage.binary_dilation(m) & ~ndimage.binary_erosion(m)
     gy, gx = np.gradient(img, *spacing)
     return float(np.hypot(gy, gx)[band].mean())
+
+
+def surround_intensity(image: np.ndarray, mask: np.ndarray, width_px: int = 2) -> float:
+    """Median intensity of the in-plane ring ``width_px`` pixels wide just outside ``mask``.
+
+    The tissue a tumor borders: inserting it elsewhere keeps its step against this level
+    (see :func:`spinetumor.augmentation.glide.match_contrast`), so its edge looks as sharp
+    as in the source whatever the new surroundings.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    inplane = np.zeros((3,) * mask.ndim, bool)
+    inplane[(1,) * (mask.ndim - 2)] = ndimage.generate_binary_structure(2, 1)
+    ring = ndimage.binary_dilation(mask, inplane, iterations=width_px) & ~mask
+    return float(np.median(np.asarray(image)[ring])) if ring.any() else float("nan")
 
 
 def _extend(image: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:
@@ -199,7 +239,8 @@ def extract_tumor(image: Volume, tumor: Volume, tumor_type: str, anatomy_or_cana
                        float(path.angle[k]), _side(float(rel[1:] @ normal)), side_cord, float(rel[0]),
                        reference, gradient, source,
                        {"voxels": int(mask.sum()), "volume_mm3": float(mask.sum() * np.prod(spacing)),
-                        "centre_index": centre_idx.tolist()})
+                        "centre_index": centre_idx.tolist()},
+                       surround_intensity(img, mask), pimg[ls].copy(), pmask[ls].copy())
     return Extraction(patch, from_canonical(filled, image), from_canonical(hole.astype(np.uint8), image))
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..volume import Volume, from_canonical, to_canonical
 from .compartments import Compartments, as_compartments, check_compartment
 from .csf_path import CSFPath, csf_path
-from .extract import TumorPatch, boundary_gradient, local_csf
+from .extract import TumorPatch, boundary_gradient, local_csf, surround_intensity
 
 #: Smallest shrink factor that may fit a tumor into a narrow compartment.
 MIN_FIT = 0.6
@@ -255,7 +255,25 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _blend(base: np.ndarray, tumor: np.ndarray, alpha: np.ndarray, allowed: np.ndarray, gain: float):
+def match_contrast(tumor: np.ndarray, base: np.ndarray, mask: np.ndarray, patch: TumorPatch,
+                   gain: float) -> np.ndarray:
+    """Tumor intensities for the target: the source's step against its surroundings, kept.
+
+    ``gain`` (target CSF / source CSF) converts the source's units to the target's. The
+    tumor is placed relative to the tissue around it in the target (median of the in-plane
+    ring outside ``mask`` in ``base``) with the step it had against its own surroundings in
+    the source, scaled by ``gain``: its edge keeps the source's contrast, so the boundary
+    gradient matches the source's instead of following an unrelated new background. A patch
+    without a known surround falls back to plain CSF-ratio scaling.
+    """
+    target_surround = surround_intensity(base, mask) if mask.any() else float("nan")
+    if not (np.isfinite(patch.surround) and np.isfinite(target_surround)):
+        return tumor * gain
+    return np.clip(target_surround + gain * (tumor - patch.surround), 0.0, None)
+
+
+def _blend(base: np.ndarray, tumor: np.ndarray, alpha: np.ndarray, allowed: np.ndarray, gain: float,
+           patch: TumorPatch):
     """(blended crop, exact mask, clipped fraction) from the interpolated tumor and alpha."""
     from scipy.ndimage import gaussian_filter
 
@@ -265,7 +283,7 @@ def _blend(base: np.ndarray, tumor: np.ndarray, alpha: np.ndarray, allowed: np.n
     clipped = 1.0 - mask.sum() / n_raw if n_raw else 1.0
     sigma = [0.0] * (alpha.ndim - 2) + [FEATHER_PX, FEATHER_PX]
     soft = np.clip(gaussian_filter(alpha, sigma), 0.0, 1.0) * allowed
-    return (1.0 - soft) * base + soft * (tumor * gain), mask, clipped
+    return (1.0 - soft) * base + soft * match_contrast(tumor, base, mask, patch, gain), mask, clipped
 
 
 def _crop_box(centre_idx, half_idx, shape):
@@ -303,7 +321,7 @@ def insert_2d(target: Target, patch: TumorPatch, placement: Placement, k: int) -
     allowed = _allowed(target.comp.sac[k][box], target.comp.cord[k][box], patch.tumor_type)
     gain = target.csf[placement.index] / patch.reference
     image = target.image[k].copy()
-    image[box], local_mask, clipped = _blend(image[box], tumor, alpha, allowed, gain)
+    image[box], local_mask, clipped = _blend(image[box], tumor, alpha, allowed, gain, patch)
     if not (alpha >= 0.5).any():
         return None
     mask = np.zeros(image.shape, np.uint8)
@@ -331,7 +349,7 @@ def insert_3d(target: Target, patch: TumorPatch, placement: Placement) -> Sample
     allowed = _allowed(target.comp.sac[box], target.comp.cord[box], patch.tumor_type)
     gain = target.csf[placement.index] / patch.reference
     image = target.image.copy()
-    image[box], local_mask, clipped = _blend(image[box], tumor, alpha, allowed, gain)
+    image[box], local_mask, clipped = _blend(image[box], tumor, alpha, allowed, gain, patch)
     mask = np.zeros(image.shape, np.uint8)
     mask[box] = local_mask
     k = int(np.argmax(mask.sum(axis=(1, 2))))
@@ -350,7 +368,7 @@ def _finish(target, patch, placement, image, mask, vertebrae, k, clipped, scale,
     if gradient_mask.any():
         g_image = image if gradient_image is None else gradient_image
         g = boundary_gradient(g_image, gradient_mask, target.spacing[1:]) / target.csf[placement.index]
-        ratio = g / patch.boundary_gradient
+        ratio = g / patch.boundary_gradient_at(target.spacing[1:])
     return Sample(image, mask, vertebrae, placement, k, ok, reason, float(ratio), float(scale), float(clipped))
 
 
