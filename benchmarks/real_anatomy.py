@@ -153,7 +153,7 @@ def phantom_answers(model, n: int) -> tuple[list, list]:
         mask = case.tumor.with_array((case.tumor.array == 1).astype(np.uint8))
         if not mask.array.any():
             continue
-        sac, cord = phantom_anatomy_masks(case)
+        sac, cord = phantom_anatomy_masks(case.anatomy)
         truth.append(kind)
         pred.append(classify_tumor(case.image, mask, sac, cord, model=model)[0])
     return truth, pred
