@@ -89,10 +89,9 @@ def main(argv=None) -> int:
               f"{r['false_tumors']} | {r['seconds']:.1f} |" for r in rows]
     lines += ["", "Mean time per stage on the phantoms (s): "
               + ", ".join(f"{s} {mean[s]:.2f}" for s in stages) + ".", real,
-              "Reading the table: the whole chain is only as good as its weakest stage. The tumor "
-              "random forest (see Tumor segmentation) misses most tumors, and the labeling network names "
-              "the levels of real scans unreliably (see Vertebra labeling); type and level figures here "
-              "count a missed tumor as wrong."]
+              "Reading the table: the whole chain is only as good as its weakest stage, the tumor random "
+              "forest (see Tumor segmentation), which misses most tumors; type and level figures here count "
+              "a missed tumor as wrong. Vertebra labeling quality is in its own section."]
     write_section("End-to-end pipeline", "\n".join(lines) + "\n")
     return 0
 
