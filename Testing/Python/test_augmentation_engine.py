@@ -188,3 +188,41 @@ def test_gliding_3d_inserts_one_coherent_object(free_case, target, patches):
         assert n == 1
         volume = s.mask.sum() * np.prod(target.spacing)
         assert 0.3 < volume / patches["intradural-extramedullary"].patch.info["volume_mm3"] < 1.6
+
+
+def _edge_patch(spacing_mm: float):
+    """A patch holding a sharp-edged disc (value 300 in a 100 background) at ``spacing_mm`` in-plane."""
+    from spinetumor.augmentation.extract import TumorPatch, boundary_gradient
+
+    n = 40
+    rr, cc = np.mgrid[:n, :n]
+    mask = (rr - n / 2) ** 2 + (cc - n / 2) ** 2 <= (6 / spacing_mm) ** 2
+    image = np.where(mask, 300.0, 100.0).astype(np.float32)
+    sp = np.array([3.0, spacing_mm, spacing_mm])
+    gradient = boundary_gradient(image, mask, sp[1:]) / 200.0
+    return TumorPatch(image[None], mask[None], sp, "extradural", np.zeros(3), 0.0, 1.0, 0.0, 0.0, 200.0,
+                      gradient, edge_image=image, edge_mask=mask, surround=100.0)
+
+
+def test_boundary_gradient_is_compared_at_the_target_pixel_size():
+    patch = _edge_patch(0.5)
+    assert patch.boundary_gradient_at([0.5, 0.5]) == patch.boundary_gradient
+    coarse = patch.boundary_gradient_at([1.0, 1.0])
+    # the same physical edge one pixel wide at twice the pixel size: about half the gradient per mm
+    assert 0.35 < coarse / patch.boundary_gradient < 0.65
+    same_at_1mm = _edge_patch(1.0)
+    assert coarse == pytest.approx(same_at_1mm.boundary_gradient, rel=0.25)
+
+
+def test_inserted_tumor_keeps_its_step_against_new_surroundings():
+    from spinetumor.augmentation.glide import match_contrast
+
+    patch = _edge_patch(1.0)
+    base = np.full((40, 40), 60.0, np.float32)        # darker surroundings in the target
+    tumor = np.full((40, 40), 300.0, np.float32)
+    values = match_contrast(tumor, base, patch.edge_mask, patch, gain=0.5)
+    # source step 300 - 100 = 200 in source units, x 0.5 in target units, on top of the target's 60
+    assert values[patch.edge_mask] == pytest.approx(60.0 + 0.5 * 200.0)
+    old_style = _edge_patch(1.0)
+    old_style.surround = float("nan")                 # a patch without a known surround: CSF-ratio scaling
+    assert match_contrast(tumor, base, patch.edge_mask, old_style, gain=0.5)[20, 20] == pytest.approx(150.0)
