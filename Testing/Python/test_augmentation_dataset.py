@@ -159,3 +159,11 @@ def test_cli_train_segmentation_documents_extra(capsys):
     with pytest.raises(SystemExit):
         main(["train", "classification", "--help"])
     assert "--extra DATASET" in capsys.readouterr().out
+
+
+def test_cli_train_with_a_folder_that_is_not_a_dataset_exits_2(tmp_path, capsys):
+    code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--cases", "4", "--extra", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an augmented dataset (no manifest.csv)" in err[0]
+    assert not (tmp_path / "rf" / "tumor_rf.skops").exists()
