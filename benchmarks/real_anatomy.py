@@ -110,7 +110,7 @@ def tumor_free_cases(chu_dir: Path, cases) -> list:
 
 def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print) -> dict:
     """Shipped forest vs the same training plus the real-anatomy dataset."""
-    from spinetumor.segmentation.train import augmented_cases, run_from_args
+    from spinetumor.segmentation.train import run_from_args
     from spinetumor.segmentation.tumor import load_tumor_model
 
     shipped = load_tumor_model()
@@ -249,7 +249,7 @@ def shipping_note(result: dict) -> str:
 def main(argv=None) -> int:
     from spinetumor.augmentation.dataset import read_training_cases
     from spinetumor.labeling.dataset import CHU_TRAINING, CHU_VALIDATION
-    from spinetumor.segmentation.train import prepared_from_volumes
+    from spinetumor.segmentation.train import augmented_cases
 
     root = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -273,8 +273,7 @@ def main(argv=None) -> int:
     datasets = {"train": build_dataset(out / "train", CHU_TRAINING, sources(TRAIN_SOURCE_SEED, SOURCES_PER_TYPE), 0, chu),
                 "test": build_dataset(out / "test", CHU_VALIDATION, sources(TEST_SOURCE_SEED, SOURCES_PER_TYPE), 1, chu)}
     test_training = list(read_training_cases([out / "test"]))
-    test_cases = [prepared_from_volumes(c.image, c.tumor, c.canal, c.cord, c.vertebrae, c.tumor_type, name=c.id)
-                  for c in test_training]
+    test_cases = augmented_cases(None, cases=test_training)
     result = {"forest": forest_part(out, out / "train", test_cases, tumor_free_cases(chu, CHU_VALIDATION)),
               "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
     result["elapsed_s"] = time.time() - t0

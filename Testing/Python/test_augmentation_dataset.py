@@ -167,3 +167,20 @@ def test_cli_train_with_a_folder_that_is_not_a_dataset_exits_2(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an augmented dataset (no manifest.csv)" in err[0]
     assert not (tmp_path / "rf" / "tumor_rf.skops").exists()
+
+
+def test_cli_train_classification_trains_on_the_extra_dataset(dataset_3d, tmp_path, monkeypatch):
+    import spinetumor.classification.train as cls_train
+
+    seen = {}
+
+    def fake_train(out, config, **kwargs):
+        seen.update(kwargs)
+        return {"validation_calibrated": {"accuracy": 1.0}, "temperature": 1.0}
+
+    monkeypatch.setattr(cls_train, "train", fake_train)
+    code = main(["train", "classification", "--out", str(tmp_path / "cnn"), "--extra", str(dataset_3d)])
+    assert code == 0
+    (extra,) = seen["extra_cases"]
+    (row,) = _rows(dataset_3d / "manifest.csv")
+    assert extra[4] == "intradural-extramedullary" and extra[5] == row["id"]

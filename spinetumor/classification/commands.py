@@ -71,21 +71,16 @@ def cmd_train_classification(args) -> int:
     import torch
 
     from ..cli import UsageError
-    from .train import config_from_args, train
+    from .train import config_from_args, run_from_args
 
     try:
-        config = config_from_args(args)
+        config_from_args(args)                     # the options are checked before any work
     except ValueError as error:
         raise UsageError(str(error)) from None
     if (args.resume or args.calibrate_only) and not (Path(args.out) / "checkpoint.pt").exists():
         raise UsageError(f"{Path(args.out) / 'checkpoint.pt'}: no checkpoint to resume from")
     torch.set_num_threads(args.threads)
-    if args.calibrate_only:
-        from .train import calibrate_run
-
-        result = calibrate_run(args.out, device=args.device, cache_dir=args.cache_dir)
-    else:
-        result = train(args.out, config, resume=args.resume, device=args.device, cache_dir=args.cache_dir)
+    result = run_from_args(args)
     cal = result["validation_calibrated"]
     print(f"validation accuracy {cal['accuracy']:.3f} (perturbed masks, temperature {result['temperature']:.3f}); "
           f"summary {Path(args.out) / 'summary.json'}")

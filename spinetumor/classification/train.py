@@ -306,7 +306,7 @@ def _log_summary(result: dict, log) -> None:
 
 
 def add_arguments(p) -> None:
-    """Options of ``spinetumor train classification`` (and ``python -m spinetumor.classification.train``)."""
+    """Options of ``spinetumor train classification``."""
     p.add_argument("--out", required=True, help="run folder (checkpoints, caches, summary)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs in all (default {TrainConfig.epochs}; with --resume, the checkpoint's)")
@@ -360,21 +360,3 @@ def augmented_tumors(folders) -> list[tuple]:
     from ..augmentation.dataset import read_training_cases
 
     return [(c.image, c.tumor, c.canal, c.cord, c.tumor_type, c.id) for c in read_training_cases(folders)]
-
-
-def main(argv=None) -> int:
-    """``python -m spinetumor.classification.train --out DIR [...]``."""
-    import argparse
-
-    import torch
-
-    p = argparse.ArgumentParser(prog="python -m spinetumor.classification.train")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    run_from_args(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

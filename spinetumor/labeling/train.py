@@ -378,22 +378,8 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     return {"history": history, "config": config.to_dict()}
 
 
-def main(argv=None) -> int:
-    """``python -m spinetumor.labeling.train --out DIR [...]`` (the same options as the CLI)."""
-    import argparse
-
-    import torch
-
-    p = argparse.ArgumentParser(prog="python -m spinetumor.labeling.train")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    run_from_args(args)
-    return 0
-
-
 def add_arguments(p) -> None:
-    """Options shared by ``spinetumor train labeling`` and ``python -m spinetumor.labeling.train``."""
+    """Options of ``spinetumor train labeling``."""
     p.add_argument("--out", required=True, help="run folder (checkpoints, cache, log)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs in all (default {TrainConfig.epochs}; with --resume, the checkpoint's)")
@@ -435,7 +421,3 @@ def run_from_args(args) -> dict:
         config.epochs = TrainConfig.epochs
     return train(args.out, config, chu_dir=args.chu_dir, resume=args.resume, device=args.device,
                  stop_after=args.stop_after)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -98,17 +98,21 @@ def prepared_from_volumes(image, tumor, canal, cord, vertebrae, kind: str, seed:
                         to_canonical(tumor)[0].array > 0, name)
 
 
-def augmented_cases(folders, progress=None) -> list[PreparedCase]:
-    """Prepared cases from augmented datasets (real anatomy with inserted tumors; 3D samples)."""
+def augmented_cases(folders, progress=None, cases=None) -> list[PreparedCase]:
+    """Prepared cases from augmented datasets (real anatomy with inserted tumors; 3D samples).
+
+    ``cases``: :class:`~spinetumor.augmentation.dataset.TrainingCase` objects already read
+    (then ``folders`` is not read again).
+    """
     from ..augmentation.dataset import read_training_cases
 
-    cases = []
-    for case in read_training_cases(folders, progress):
+    prepared = []
+    for case in read_training_cases(folders, progress) if cases is None else cases:
         prep = prepared_from_volumes(case.image, case.tumor, case.canal, case.cord, case.vertebrae,
                                      case.tumor_type, name=case.id)
         if prep is not None:
-            cases.append(prep)
-    return cases
+            prepared.append(prep)
+    return prepared
 
 
 def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names) -> tuple[np.ndarray, np.ndarray]:
