@@ -116,10 +116,14 @@ def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print) -
     shipped = load_tumor_model()
     command = shipped.manifest["command"].split()
     model_dir = out / "rf_real"
-    if not (model_dir / "tumor_rf.skops").exists():
+    done = model_dir / "tumor_rf.json"
+    if done.exists() and json.loads(done.read_text()).get("tumor_net") != shipped.manifest.get("tumor_net"):
+        done.unlink()                      # trained beside another network than the shipped forest's
+    if not done.exists():
         args = argparse.Namespace(out=str(model_dir), cases=int(command[command.index("--cases") + 1]),
                                   val_cases=int(command[command.index("--val-cases") + 1]), seed=0,
-                                  clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(train_dir)])
+                                  clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(train_dir)],
+                                  net=shipped.net.path if shipped.uses_net else None)
         t0 = time.time()
         run_from_args(args)
         log(f"forest with real anatomy trained in {time.time() - t0:.0f} s")

@@ -1,12 +1,16 @@
 """Tumor segmentation benchmark: the paper's ablation (Section IV.E) measured on held-out phantoms.
 
     .venv/bin/python benchmarks/segmentation.py [--train-cases 32] [--val-cases 16] [--per-type 6] [--free 12]
+                                                [--net spinetumor/models/tumor_net.safetensors]
 
 Four variants, each trained on the same training phantoms and given its own threshold and
 minimum volume on the same validation phantoms (``spinetumor.segmentation.train``):
 random forest alone vs fuzzy c-means + random forest (memberships as features and the
-slice selection), each with the shearlet denoiser or none. The FCM + RF + shearlet row is
-the shipped model when its manifest says it was trained on exactly these phantoms.
+slice selection), each with the shearlet denoiser or none. With ``--net`` the four forests
+also take the tumor network's probability (``spinetumor.segmentation.tumor_net``) and a
+fifth row, FCM + RF with the shearlet and without the network, shows what the network adds.
+The default variant (FCM + RF, shearlet, with the network when given) is the shipped model
+when its manifest says it was trained on exactly these phantoms (and that network).
 Test phantoms come from ``TEST_SEED_BASE`` (never used in training or validation):
 ``--per-type`` of each tumor type and ``--free`` tumor-free ones. Reported: Dice, IoU,
 precision, recall and voxel accuracy per type and overall (mean +- sd over cases), the
@@ -30,6 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import machine, write_section  # noqa: E402
 
 VARIANTS = (("FCM + RF", "shearlet", 4), ("FCM + RF", "none", 4), ("RF alone", "shearlet", 0), ("RF alone", "none", 0))
+NET_PREFIX = "net + "
+
+
+def variants(net) -> list[tuple]:
+    """(name, denoiser, clusters, network or None) of every row; the default variant first."""
+    rows = [(NET_PREFIX + n if net else n, d, c, net) for n, d, c in VARIANTS]
+    return rows + ([("FCM + RF", "shearlet", 4, None)] if net else [])
 METRICS = ("dice", "iou", "precision", "recall", "accuracy")
 
 
@@ -43,7 +54,7 @@ def test_plan(per_type: int, free: int, seed: int) -> list:
     return plan
 
 
-def get_model(name, denoiser, clusters, args, prepared):
+def get_model(name, denoiser, clusters, args, prepared, net=None):
     """The shipped model for the default variant when it matches this training set, else a fresh one."""
     from spinetumor.segmentation.train import TRAIN_SEED_BASE, phantom_plan, train_model
     from spinetumor.segmentation.tumor import DEFAULT_MODEL, TumorModelError, load_tumor_model
@@ -56,13 +67,14 @@ def get_model(name, denoiser, clusters, args, prepared):
         if shipped is not None:
             want = [s for s, _, _ in phantom_plan(TRAIN_SEED_BASE, args.train_cases, args.seed)]
             got = shipped.manifest.get("training", {}).get("phantom_seeds", [])
+            same_net = (shipped.net.sha256 if shipped.uses_net else None) == (net.sha256 if net else None)
             if shipped.clusters == clusters and shipped.denoiser == denoiser and set(got) <= set(want) \
-                    and len(got) >= len(want) - 2:
+                    and len(got) >= len(want) - 2 and same_net:
                 print(f"{name}, {denoiser}: the shipped model (trained on these phantoms)", flush=True)
                 return shipped, best_setting(shipped.manifest["validation"]["table"])
     t0 = time.perf_counter()
     model, info = train_model(args.train_cases, args.seed, args.val_cases, clusters, denoiser,
-                              select_slices=clusters > 0, prepared=prepared)
+                              select_slices=clusters > 0, prepared=prepared, net=net)
     print(f"{name}, {denoiser}: trained in {time.perf_counter() - t0:.0f} s, threshold {model.threshold}, "
           f"min volume {model.min_volume_mm3} mm3", flush=True)
     return model, best_setting(info["validation"]["table"])
@@ -144,16 +156,19 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--net", default=None, help="tumor network weights the forests also take (see the docstring)")
     args = p.parse_args(argv)
     from spinetumor.segmentation.train import prepare_case
+    from spinetumor.segmentation.tumor_net import load_tumor_net
 
     start = time.perf_counter()
     prepared: dict = {}
     models = {}
+    rows = variants(load_tumor_net(args.net) if args.net else None)
     # the default variant last: it may be the shipped model, trained meanwhile by the CLI
-    for name, denoiser, clusters in VARIANTS[1:] + VARIANTS[:1]:
-        models[(name, denoiser)] = get_model(name, denoiser, clusters, args, prepared)
-    models = {(n, d): models[(n, d)] for n, d, _ in VARIANTS}
+    for name, denoiser, clusters, net in rows[1:] + rows[:1]:
+        models[(name, denoiser)] = get_model(name, denoiser, clusters, args, prepared, net)
+    models = {(n, d): models[(n, d)] for n, d, _, _ in rows}
     prepared.clear()
     plan = test_plan(args.per_type, args.free, args.seed)
     results = {key: [] for key in models}
@@ -168,9 +183,10 @@ def main(argv=None) -> int:
             results[key].append(evaluate(model, prep, best))
         print(f"test {n + 1}/{len(plan)} {prep.kind}: " + ", ".join(
             f"{k[0]}/{k[1]} {results[k][-1]['dice']:.2f}" for k in models), flush=True)
-    default = models[("FCM + RF", "shearlet")][0]
+    prefix = NET_PREFIX if args.net else ""
+    default = models[(prefix + "FCM + RF", "shearlet")][0]
     seconds_512 = time_segmentation(default)
-    seconds_512_none = time_segmentation(models[("FCM + RF", "none")][0])
+    seconds_512_none = time_segmentation(models[(prefix + "FCM + RF", "none")][0])
     body = report(models, results, kinds, skipped, args, seconds_512, seconds_512_none, time.perf_counter() - start)
     print(body)
     if args.json:
@@ -182,7 +198,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def findings(results: dict, kinds) -> str:
+def findings(results: dict, kinds, prefix: str = "") -> str:
     """Sentences comparing the variants (denoiser and FCM effects) from the per-case results.
 
     ``results`` maps (variant, denoiser) to per-case dicts as :func:`evaluate` returns them.
@@ -197,9 +213,9 @@ def findings(results: dict, kinds) -> str:
         free = [r for r, k in zip(results[key], kinds) if k == "none"]
         return sum(not r[f"{prefix}found"] for r in free), len(free)
 
-    fs, fn = ("FCM + RF", "shearlet"), ("FCM + RF", "none")
-    rs, rn = ("RF alone", "shearlet"), ("RF alone", "none")
-    lines = [
+    fs, fn = (prefix + "FCM + RF", "shearlet"), (prefix + "FCM + RF", "none")
+    rs, rn = (prefix + "RF alone", "shearlet"), (prefix + "RF alone", "none")
+    lines = [f"Forests named \"{prefix.strip(' +')} + ...\" also take the tumor network's probability." if prefix else "",
         f"Denoising: with the shearlet the FCM + RF forest reaches a mean tumor Dice of "
         f"{mean(fs, 'best_dice'):.3f} at its best-validation setting, without denoising {mean(fn, 'best_dice'):.3f} "
         f"(RF alone: {mean(rs, 'best_dice'):.3f} vs {mean(rn, 'best_dice'):.3f}).",
@@ -211,9 +227,14 @@ def findings(results: dict, kinds) -> str:
         f"At the shipped settings (chosen so that at least 95 % of the tumor-free validation phantoms stay empty) "
         f"{clean(fs)[0]}/{clean(fs)[1]} tumor-free test phantoms stay empty, but the mean tumor Dice is "
         f"{mean(fs, 'dice'):.3f}; at the best-validation-Dice setting {clean(fs, 'best_')[0]}/{clean(fs, 'best_')[1]} "
-        f"stay empty. Neither reaches the targets (Dice >= 0.85 per type, >= 95 % empty).",
+        f"stay empty (targets: Dice >= 0.85 per type, >= 95 % empty).",
     ]
-    return " ".join(lines)
+    if prefix:
+        base = ("FCM + RF", "shearlet")
+        lines.append(f"Without the network, the FCM + RF forest (shearlet) reaches {mean(base, 'dice'):.3f} at its "
+                     f"shipped-style setting and {mean(base, 'best_dice'):.3f} at its best-validation setting, against "
+                     f"{mean(fs, 'dice'):.3f} and {mean(fs, 'best_dice'):.3f} with it.")
+    return " ".join(x for x in lines if x)
 
 
 def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none, total) -> str:
@@ -222,7 +243,8 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
     types = ("intramedullary", "intradural-extramedullary", "extradural")
     lines = [f"Machine: {machine()}. Script: `benchmarks/segmentation.py` "
              f"(--train-cases {args.train_cases} --val-cases {args.val_cases} --per-type {args.per_type} "
-             f"--free {args.free} --seed {args.seed}; {total / 60:.0f} min, while other jobs shared the 2 cores).",
+             f"--free {args.free} --seed {args.seed}" + (f" --net {args.net}" if args.net else "")
+             + f"; {total / 60:.0f} min, while other jobs shared the 2 cores).",
              "",
              f"Held-out phantoms (seeds from `TEST_SEED_BASE`, never used for training or validation): "
              f"{int(sum(kinds == t) for t in types) if False else ', '.join(f'{int((kinds == t).sum())} {t}' for t in types)}, "
@@ -259,7 +281,8 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
             cells = [fmt([r[f"best_{m}"] for r in sel]) for m in METRICS]
             lines.append(f"| {name} | {denoiser} | {best[0]:g} / {best[1]:g} | {t} ({len(sel)}) | "
                          + " | ".join(cells) + f" | {clean if t == 'all' else ''} |")
-    default = results[("FCM + RF", "shearlet")]
+    prefix = NET_PREFIX if args.net else ""
+    default = results[(prefix + "FCM + RF", "shearlet")]
     tumor = [r for r, k in zip(default, kinds) if k != "none"]
     total_truth = sum(r["truth_voxels"] for r in tumor)
     lost = sum(r["lost_by_slices"] for r in tumor)
@@ -267,7 +290,7 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
     kept = np.mean([r["slices_kept"] / max(r["slices"], 1) for r in default])
     secs = np.mean([r["seconds"] for r in default])
     lines += ["",
-              f"Slice selection (FCM + RF, shearlet): {kept:.0%} of the slices of the canal box kept on average; "
+              f"Slice selection ({prefix}FCM + RF, shearlet): {kept:.0%} of the slices of the canal box kept on average; "
               f"tumor voxels in dropped slices: {lost} of {total_truth}. Tumor voxels outside the region of "
               f"interest (farther than {__import__('spinetumor.segmentation.features', fromlist=['ROI_MM']).ROI_MM:g} mm "
               f"from the found sac): {outside} of {total_truth}.",
@@ -275,7 +298,7 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
               f"Time of `segment_tumor` on a 512 x 512 x 15 volume (canal step included, median of 3): "
               f"{seconds_512:.1f} s with the shearlet, {seconds_512_none:.1f} s without denoising; "
               f"features + forest on the test phantoms: {secs:.1f} s per case on average.",
-              "", findings(results, kinds)]
+              "", findings(results, kinds, prefix)]
     return "\n".join(lines)
 
 

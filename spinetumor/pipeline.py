@@ -94,7 +94,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
     timings["canal_cord"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    forest = tumor_model if isinstance(tumor_model, TumorModel) else load_tumor_model(tumor_model)
+    forest = tumor_model if isinstance(tumor_model, TumorModel) else load_tumor_model(tumor_model, torch_device)
     tumor = segment_tumor(volume, vertebrae=labeling.labels, canal=canal_cord.canal, cord=canal_cord.cord,
                           model=forest, progress=stage["segmentation"], cancel=cancel)
     timings["segmentation"] = time.perf_counter() - start

@@ -104,10 +104,19 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def _copy_network_beside(manifest: dict, folder) -> None:
+    """Copy the tumor network a forest's manifest names (weights and manifest) into ``folder``."""
+    name = manifest.get("tumor_net", {}).get("file")
+    if name:
+        for suffix in (".safetensors", ".json"):
+            shutil.copy((DEFAULT_MODEL.parent / name).with_suffix(suffix), (folder / name).with_suffix(suffix))
+
+
 def test_sha256_mismatch_is_refused(tmp_path):
     copy = tmp_path / "tumor_rf.skops"
     shutil.copy(DEFAULT_MODEL, copy)
     manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    _copy_network_beside(manifest, tmp_path)
     manifest["sha256"] = "0" * 64
     copy.with_suffix(".json").write_text(json.dumps(manifest))
     with pytest.raises(TumorModelError, match="sha256 mismatch"):
@@ -116,6 +125,23 @@ def test_sha256_mismatch_is_refused(tmp_path):
     manifest["sha256"] = load_tumor_model().manifest["sha256"]
     copy.with_suffix(".json").write_text(json.dumps(manifest))
     assert load_tumor_model(copy).forest.n_features_in_ == len(manifest["features"])
+
+
+def test_a_forest_refuses_another_network_than_its_own(tmp_path):
+    from spinetumor.segmentation.tumor_net import DEFAULT_NET, export_tumor_net, load_tumor_net
+
+    shutil.copy(DEFAULT_MODEL, tmp_path / "tumor_rf.skops")
+    manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert manifest["tumor_net"]["file"] == DEFAULT_NET.name
+    manifest["sha256"] = load_tumor_model().manifest["sha256"]
+    (tmp_path / "tumor_rf.json").write_text(json.dumps(manifest))
+    with pytest.raises(TumorModelError, match="tumor network weights not found"):
+        load_tumor_model(tmp_path / "tumor_rf.skops")
+    net = load_tumor_net()
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in net.net.state_dict().items()}
+    export_tumor_net(state, tmp_path / DEFAULT_NET.name, {})        # a valid network, but not this forest's
+    with pytest.raises(TumorModelError, match="not the tumor network this forest was trained with"):
+        load_tumor_model(tmp_path / "tumor_rf.skops")
 
 
 def test_cli_refuses_an_altered_model(tmp_path, capsys):

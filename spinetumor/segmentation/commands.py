@@ -1,4 +1,4 @@
-"""Command-line handlers of the tumor segmentation: ``segment`` and ``train segmentation``.
+"""Command-line handlers of the tumor segmentation: ``segment``, ``train segmentation`` and ``train tumor-net``.
 
 :func:`add_commands` registers them on the ``spinetumor`` parser (called from
 :func:`spinetumor.cli.build_parser`); the ``train`` group is shared with the labeling
@@ -34,7 +34,7 @@ def add_commands(sub) -> None:
                    help="fuzzy c-means clusters (must equal the model's, which its manifest records)")
     p.add_argument("--denoiser", default=None, choices=("shearlet", "bilateral", "gaussian", "curvature", "none"),
                    help="denoising before the features (default: the model's)")
-    p.add_argument("--device", default=None, help="device of the vertebra labeling: auto (default), cpu, cuda, mps")
+    p.add_argument("--device", default=None, help="device of the vertebra labeling and the tumor network: auto (default), cpu, cuda, mps")
     add_progress_option(p)
     p.set_defaults(handler=cmd_segment)
 
@@ -45,6 +45,13 @@ def add_commands(sub) -> None:
     add_arguments(p)
     add_progress_option(p)
     p.set_defaults(handler=cmd_train_segmentation)
+
+    p = train.add_parser("tumor-net", help="train the tumor probability network (a forest feature; resumable)")
+    from .net_train import add_arguments as add_net_arguments
+
+    add_net_arguments(p)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
+    p.set_defaults(handler=cmd_train_tumor_net)
 
 
 def _vertebrae_for(volume, path, progress, device=None):
@@ -71,6 +78,7 @@ def _vertebrae_for(volume, path, progress, device=None):
 def cmd_segment(args) -> int:
     """``spinetumor segment INPUT --out DIR``."""
     from ..cli import UsageError
+    from ..device import select_device
     from ..io import InputError, read_volume, write_json, write_volume
     from ..progress import sub_progress
     from .tumor import TumorModelError, load_tumor_model, segment_tumor
@@ -78,7 +86,7 @@ def cmd_segment(args) -> int:
     logging.basicConfig(level=logging.INFO, format="spinetumor segment: %(message)s")
     volume = read_volume(args.input)
     try:
-        model = load_tumor_model(args.model)
+        model = load_tumor_model(args.model, select_device(args.device))
     except TumorModelError as error:
         raise UsageError(str(error)) from None
     with ConsoleProgress(args.progress, "segmentation") as progress:
@@ -100,6 +108,24 @@ def cmd_segment(args) -> int:
     print(f"tumor volume: {found * voxel_ml:.2f} ml" if found else "no tumor found")
     for name in OUTPUT_FILES + ("tumor.json",):
         print(out / name)
+    return 0
+
+
+def cmd_train_tumor_net(args) -> int:
+    """``spinetumor train tumor-net --out DIR``."""
+    import torch
+
+    from ..cli import UsageError
+    from .net_train import run_from_args
+
+    if args.resume and not (Path(args.out) / "checkpoint.pt").exists():
+        raise UsageError(f"{Path(args.out) / 'checkpoint.pt'}: no checkpoint to resume from")
+    torch.set_num_threads(args.threads)
+    manifest = run_from_args(args)
+    v = manifest["validation"]
+    print(f"validation Dice {v['mean_dice_at_0.5']:.3f} at epoch {v['epoch'] + 1}, tumor-free phantoms clean "
+          f"{v['tumor_free_clean']}")
+    print(Path(args.out) / "tumor_net.safetensors")
     return 0
 
 

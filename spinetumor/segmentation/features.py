@@ -77,15 +77,21 @@ BASE_FEATURES = ("intensity", "gauss_1mm", "gauss_2mm", "gauss_4mm", "neighbour_
 POSITION_FEATURES = ("ap_offset_mm", "lr_offset_mm", "si_position")
 
 
-def feature_names(clusters: int) -> tuple[str, ...]:
-    """All computed feature names for ``clusters`` fuzzy c-means clusters (0: no FCM features)."""
-    return BASE_FEATURES + tuple(f"fcm_{k}" for k in range(int(clusters)))
+#: Features from the tumor probability network (:mod:`.tumor_net`): its probability and the
+#: same smoothed in-plane over 2 mm (a voxel at the edge of a confident region).
+NET_FEATURES = ("net_probability", "net_probability_2mm")
 
 
-def model_features(clusters: int, position: bool = False) -> tuple[str, ...]:
+def feature_names(clusters: int, net: bool = False) -> tuple[str, ...]:
+    """All computed feature names for ``clusters`` fuzzy c-means clusters (0: no FCM features),
+    with the network's when ``net``."""
+    return BASE_FEATURES + (NET_FEATURES if net else ()) + tuple(f"fcm_{k}" for k in range(int(clusters)))
+
+
+def model_features(clusters: int, position: bool = False, net: bool = False) -> tuple[str, ...]:
     """The features a forest is trained on: all computed ones, without :data:`POSITION_FEATURES`
     unless ``position``."""
-    return tuple(n for n in feature_names(clusters) if position or n not in POSITION_FEATURES)
+    return tuple(n for n in feature_names(clusters, net) if position or n not in POSITION_FEATURES)
 
 
 @dataclass
@@ -248,9 +254,45 @@ def select_slices(hard: np.ndarray, roi: np.ndarray, spacing: np.ndarray, min_ar
     return keep
 
 
+@dataclass
+class WorkingCrop:
+    """The canal box of a canonical stack on the working grid: what features and network start from.
+
+    ``box`` (three slices of the canonical stack), ``factor`` (in-plane block size),
+    ``spacing`` (s, r, c) of the working grid, the block-averaged ``image`` and the
+    ``canal``, ``cord`` and ``vertebrae`` (None when not given) masks on that grid.
+    """
+
+    box: tuple
+    factor: tuple
+    spacing: np.ndarray
+    image: np.ndarray
+    canal: np.ndarray
+    cord: np.ndarray
+    vertebrae: np.ndarray | None
+
+    def normalised(self) -> np.ndarray:
+        """The (not denoised) image divided by the CSF median: the tumor network's input."""
+        return (self.image / csf_reference(self.image, self.canal, self.cord)).astype(np.float32)
+
+
+def working_crop(image: np.ndarray, spacing, canal: np.ndarray, cord: np.ndarray,
+                 vertebrae: np.ndarray | None) -> WorkingCrop:
+    """Crop a canonical [s, r, c] stack to :func:`canal_box` and block-average it in-plane to the working grid."""
+    spacing = np.asarray(spacing, dtype=float)
+    factor = work_factor(spacing)
+    box = canal_box(canal, spacing, factor)
+    canal_w = block_mean(canal[box], factor) >= 0.5
+    if not canal_w.any():
+        canal_w = block_mean(canal[box], factor) > 0
+    return WorkingCrop(box, factor, spacing * np.array([1.0, factor[0], factor[1]]), block_mean(image[box], factor),
+                       canal_w, block_mean(cord[box], factor) >= 0.5,
+                       block_mean(vertebrae[box], factor) >= 0.5 if vertebrae is not None else None)
+
+
 def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, cord: np.ndarray,
                      vertebrae: np.ndarray | None, clusters: int, *, denoiser: str = "shearlet",
-                     select: bool = True, roi_mm: float = ROI_MM, cancel=None) -> FeatureStack:
+                     select: bool = True, roi_mm: float = ROI_MM, net=None, cancel=None) -> FeatureStack:
     """Features of the voxels within ``roi_mm`` of the canal, on the working grid of the canonical stack.
 
     ``image`` is the canonical [s, r, c] array, ``spacing`` its per-axis spacing (mm),
@@ -259,21 +301,14 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
     (:data:`WORK_MM`), denoised there with ``denoiser`` (see
     :func:`~spinetumor.segmentation.denoise.denoise`), normalised by the CSF median and
     filtered per sagittal slice. With ``clusters`` > 0 fuzzy c-means memberships are added
-    and, when ``select`` is true, only the slices of :func:`select_slices` are kept.
+    and, when ``select`` is true, only the slices of :func:`select_slices` are kept. With
+    ``net`` (a loaded :class:`~.tumor_net.TumorNet`) the network's :data:`NET_FEATURES` are added.
     """
     from ..progress import check_cancel
     from .denoise import denoise
 
-    spacing = np.asarray(spacing, dtype=float)
-    factor = work_factor(spacing)
-    box = canal_box(canal, spacing, factor)
-    work = spacing * np.array([1.0, factor[0], factor[1]])
-    crop = block_mean(image[box], factor)
-    canal_w = block_mean(canal[box], factor) >= 0.5
-    cord_w = block_mean(cord[box], factor) >= 0.5
-    vert_w = block_mean(vertebrae[box], factor) >= 0.5 if vertebrae is not None else None
-    if not canal_w.any():
-        canal_w = block_mean(canal[box], factor) > 0
+    w = working_crop(image, spacing, canal, cord, vertebrae)
+    box, factor, work, crop, canal_w, cord_w, vert_w = w.box, w.factor, w.spacing, w.image, w.canal, w.cord, w.vertebrae
     smooth = denoise(crop, denoiser, spacing=tuple(work[::-1])) if denoiser != "none" else crop
     check_cancel(cancel)
     reference = csf_reference(smooth, canal_w, cord_w)
@@ -302,9 +337,11 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
     else:
         columns["dist_vertebrae_mm"] = np.full(int(roi.sum()), ABSENT_MM, np.float32)
     columns.update(_position_features(canal, roi, box, factor, spacing))
+    if net is not None:
+        columns.update(_net_features(net, w, roi, cancel))
     for k in range(clusters):
         columns[f"fcm_{k}"] = memberships[:, k]
-    names = feature_names(clusters)
+    names = feature_names(clusters, net is not None)
     values = np.empty((int(roi.sum()), len(names)), np.float32)
     for j, name in enumerate(names):
         values[:, j] = columns[name]
@@ -371,6 +408,18 @@ def _context_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, ca
     for name, table in ratios.items():
         out[name] = table[s_idx, r_idx]
     return out
+
+
+def _net_features(net, crop: WorkingCrop, roi: np.ndarray, cancel=None) -> dict:
+    """The tumor network's probability (and its 2 mm in-plane smoothing) at the ROI voxels."""
+    from scipy import ndimage
+
+    from .tumor_net import predict_probability
+
+    prob = predict_probability(net, crop.normalised(), crop.canal, crop.spacing, cancel=cancel)
+    sigma = (0.0, 2.0 / crop.spacing[1], 2.0 / crop.spacing[2])
+    return {"net_probability": prob[roi],
+            "net_probability_2mm": ndimage.gaussian_filter(prob, sigma, mode="nearest")[roi]}
 
 
 def _position_features(canal: np.ndarray, roi: np.ndarray, box, factor, spacing: np.ndarray) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,12 +116,14 @@ def augmented_cases(folders, progress=None, cases=None) -> list[PreparedCase]:
     return prepared
 
 
-def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows (features ``names``, labels) of one prepared case: all tumor voxels plus sampled background."""
+def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names, net=None) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows (features ``names``, labels) of one prepared case: all tumor voxels plus sampled background.
+
+    ``net``: the tumor network whose features the forest takes (None: it takes none)."""
     from .features import compute_features, working_truth
 
     stack = compute_features(prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae, clusters,
-                             denoiser=denoiser, select=False)
+                             denoiser=denoiser, select=False, net=net)
     y = working_truth(prep.truth, stack)
     dist = stack.values[:, stack.names.index("dist_canal_mm")]
     tumor = np.flatnonzero(y)
@@ -195,7 +198,7 @@ def choose_postprocessing(scores: list[dict], kinds: list[str], thresholds=THRES
 
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
                 denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None,
-                position: bool = False, extra: list | None = None):
+                position: bool = False, extra: list | None = None, net=None):
     """Train a forest on ``cases`` phantoms (plus ``extra`` prepared cases), choose post-processing
     on ``val_cases`` other phantoms.
 
@@ -203,13 +206,16 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     timings and the validation choice. ``prepared`` may map (seed, kind, with_vertebrae)
     to an already prepared case (the benchmark shares them between variants). ``extra``
     are :class:`PreparedCase` from other sources, e.g. real anatomy with inserted tumors
-    (:func:`augmented_cases`).
+    (:func:`augmented_cases`). ``net`` is a loaded :class:`~.tumor_net.TumorNet` whose
+    probability becomes two more features (:data:`~.features.NET_FEATURES`); its training
+    phantoms must not be this forest's (the network's seeds are ``net_train.NET_SEED_BASE``),
+    or the forest learns how the network behaves on cases it has memorised.
     """
     from ..progress import report
     from .features import model_features
     from .tumor import TumorModel
 
-    names = model_features(clusters, position)
+    names = model_features(clusters, position, net=net is not None)
     prepared = {} if prepared is None else prepared
 
     def get(plan_item):
@@ -227,19 +233,19 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
         prep = get(item)
         if prep is None:
             continue
-        x, y = case_samples(prep, denoiser, clusters, rng, names)
+        x, y = case_samples(prep, denoiser, clusters, rng, names, net)
         xs.append(x)
         ys.append(y)
         used.append(item[0])
     for prep in extra or ():
-        x, y = case_samples(prep, denoiser, clusters, rng, names)
+        x, y = case_samples(prep, denoiser, clusters, rng, names, net)
         xs.append(x)
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
     report(progress, 0.6, f"fitting the forest on {len(y)} voxels")
     forest = fit_forest(x, y, seed)
     fit_seconds = time.perf_counter() - t0
-    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names)
+    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names, net=net)
     scores, kinds, val_used = [], [], []
     for n, item in enumerate(val_plan):
         report(progress, 0.7 + 0.3 * n / max(len(val_plan), 1), f"validation phantom {n + 1}/{len(val_plan)}")
@@ -277,12 +283,34 @@ def add_arguments(parser) -> None:
     parser.add_argument("--extra", action="append", default=[], metavar="DATASET",
                         help="also train on the 3D samples of this augmented dataset (spinetumor augment --mode 3d: "
                              "real anatomy with inserted tumors); repeatable")
+    parser.add_argument("--net", default=None, metavar="WEIGHTS",
+                        help="tumor network (tumor_net.safetensors from spinetumor train tumor-net) whose probability "
+                             "the forest takes as features; copied beside the forest")
+
+
+def _net_beside(weights, out: Path):
+    """Copy a tumor network (weights and manifest) into ``out`` (the forest's folder) and load it from there."""
+    import shutil
+
+    from ..labeling.model import ModelError, manifest_path
+    from .tumor_net import load_tumor_net
+
+    weights = Path(weights)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        load_tumor_net(weights)
+    except ModelError as error:
+        from ..cli import UsageError
+
+        raise UsageError(str(error)) from None
+    for src in (weights, manifest_path(weights)):
+        if src.resolve() != (out / src.name).resolve():
+            shutil.copyfile(src, out / src.name)
+    return load_tumor_net(out / weights.name)
 
 
 def run_from_args(args, progress=None) -> dict:
     """Train with the parsed options and write DIR/tumor_rf.skops + DIR/tumor_rf.json; returns the manifest."""
-    from pathlib import Path
-
     from .tumor import save_tumor_model
 
     if args.cases < 4:
@@ -290,11 +318,12 @@ def run_from_args(args, progress=None) -> dict:
 
         raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
     extra = augmented_cases(args.extra) if args.extra else None
+    net = _net_beside(args.net, Path(args.out)) if getattr(args, "net", None) else None
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
-                              select_slices=args.clusters > 0, progress=progress, extra=extra)
+                              select_slices=args.clusters > 0, progress=progress, extra=extra, net=net)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
                f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
-               + "".join(f" --extra {d}" for d in args.extra))
+               + "".join(f" --extra {d}" for d in args.extra) + (f" --net {args.net}" if getattr(args, "net", None) else ""))
     data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
     if args.extra:
         data += "; augmented datasets (tumors inserted into real anatomy): " + ", ".join(map(str, args.extra))

@@ -73,11 +73,19 @@ class TumorModel:
     features: tuple = ()
     manifest: dict = field(default_factory=dict)
     path: str | None = None
+    net: object = None         # the loaded TumorNet when the forest takes its features
 
     def __post_init__(self):
         from .features import model_features
 
-        self.features = tuple(self.features) or model_features(self.clusters)
+        self.features = tuple(self.features) or model_features(self.clusters, net=self.net is not None)
+
+    @property
+    def uses_net(self) -> bool:
+        """Whether the forest takes the tumor network's features."""
+        from .features import NET_FEATURES
+
+        return any(n in NET_FEATURES for n in self.features)
 
     @property
     def feature_names(self) -> tuple:
@@ -122,15 +130,19 @@ def save_tumor_model(model: TumorModel, path, manifest_extra: dict | None = None
         "size_bytes": path.stat().st_size,
         "features": list(model.feature_names),
         "settings": model.settings(),
+        **({"tumor_net": {"file": Path(model.net.path).name, "sha256": model.net.sha256}} if model.uses_net else {}),
         **(manifest_extra or {}),
     }
     write_json(manifest, manifest_path(path))
     return manifest
 
 
-def load_tumor_model(path=None) -> TumorModel:
+def load_tumor_model(path=None, device=None) -> TumorModel:
     """Load a tumor model (default: the shipped one) after checking its sha256 against the manifest.
 
+    A forest that takes the tumor network's features names the network's file (beside it)
+    and sha256 in its manifest (``tumor_net``); the network is loaded too, on ``device``
+    (default: the GPU when there is one), and must be that very file.
     Raises :class:`TumorModelError` when the file or manifest is missing, the checksum
     differs, the file holds a type outside :data:`TRUSTED_TYPES`, or the manifest's feature
     list is not the one this engine computes.
@@ -160,24 +172,42 @@ def load_tumor_model(path=None) -> TumorModel:
     settings = manifest.get("settings", {})
     clusters = int(settings.get("clusters", 0))
     features = [str(n) for n in manifest.get("features", [])]
-    unknown = [n for n in features if n not in feature_names(clusters)]
+    unknown = [n for n in features if n not in feature_names(clusters, net=True)]
     if not features or unknown:
         raise TumorModelError(f"{path}: the manifest lists features this engine does not compute: "
                               f"{', '.join(unknown) or '(none listed)'}")
     model = TumorModel(forest, clusters, str(settings.get("denoiser", "shearlet")),
                        float(settings.get("threshold", 0.5)), float(settings.get("min_volume_mm3", 0.0)),
                        bool(settings.get("select_slices", True)), tuple(features), manifest, str(path))
+    if model.uses_net:
+        model.net = _load_net_of(path, manifest, device)
     if getattr(forest, "n_features_in_", None) != len(model.feature_names):
         raise TumorModelError(f"{path}: the forest takes {getattr(forest, 'n_features_in_', '?')} features, "
                               f"the manifest lists {len(model.feature_names)}")
     return model
 
 
-def _resolve_model(model) -> TumorModel:
+def _load_net_of(path: Path, manifest: dict, device=None):
+    """The tumor network a forest's manifest names (file beside the forest, sha256 checked)."""
+    from .tumor_net import load_tumor_net
+
+    entry = manifest.get("tumor_net") or {}
+    if not entry.get("file"):
+        raise TumorModelError(f"{path}: the forest takes the tumor network's features but its manifest names no network")
+    try:
+        net = load_tumor_net(path.parent / Path(entry["file"]).name, device)
+    except ModelError as error:
+        raise TumorModelError(str(error)) from None
+    if net.sha256 != entry.get("sha256"):
+        raise TumorModelError(f"{net.path}: not the tumor network this forest was trained with (sha256 differs)")
+    return net
+
+
+def _resolve_model(model, device=None) -> TumorModel:
     """A TumorModel from a TumorModel, a path, or None (the shipped model)."""
     if isinstance(model, TumorModel):
         return model
-    return load_tumor_model(model)
+    return load_tumor_model(model, device)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -266,7 +296,7 @@ def segment_canonical(tm: TumorModel, image: np.ndarray, spacing: np.ndarray, ca
     from .features import compute_features, signed_distance, upsample
 
     stack = compute_features(image, spacing, canal, cord, vertebrae, tm.clusters, denoiser=denoiser or tm.denoiser,
-                             select=tm.select_slices, cancel=cancel)
+                             select=tm.select_slices, net=tm.net if tm.uses_net else None, cancel=cancel)
     check_cancel(cancel)
     report(progress, 0.5, "tumor: random forest")
     prob_w = predict_working(tm.forest, stack, tm.features)
@@ -295,7 +325,8 @@ def _canonical_mask(mask: Volume | None, volume: Volume, name: str) -> np.ndarra
 
 def segment_tumor(volume: Volume, vertebrae: Volume | None = None, canal: Volume | None = None,
                   cord: Volume | None = None, denoiser: str | None = None, clusters: int | None = None,
-                  threshold: float | None = None, model=None, progress=None, cancel=None) -> TumorResult:
+                  threshold: float | None = None, model=None, progress=None, cancel=None,
+                  device=None) -> TumorResult:
     """Segment spinal tumors in a sagittal T2 volume; all outputs on the input's grid.
 
     ``vertebrae`` (optional label map, same grid) adds the distance-to-bodies feature and
@@ -303,7 +334,9 @@ def segment_tumor(volume: Volume, vertebrae: Volume | None = None, canal: Volume
     (both or neither). ``denoiser``, ``clusters`` and ``threshold`` default to the model's;
     a denoiser or cluster count other than the model's would feed it features it never
     saw, so ``clusters`` must match and another ``denoiser`` is logged as a warning.
-    ``model`` is a :class:`TumorModel`, a path, or None for the shipped model.
+    ``model`` is a :class:`TumorModel`, a path, or None for the shipped model (its tumor
+    network, if it has one, is loaded on ``device``: a torch device or name, default
+    ``auto``, the GPU when there is one).
     ``progress(fraction, message)``/``cancel()`` follow :mod:`spinetumor.progress`;
     cancelling raises :class:`~spinetumor.progress.Cancelled`.
     """
@@ -312,7 +345,7 @@ def segment_tumor(volume: Volume, vertebrae: Volume | None = None, canal: Volume
 
     check_cancel(cancel)
     report(progress, 0.0, "tumor: loading the model")
-    tm = _resolve_model(model)
+    tm = _resolve_model(model, device)
     if clusters is not None and int(clusters) != tm.clusters:
         raise ValueError(f"the tumor model was trained with {tm.clusters} fuzzy c-means clusters, not {clusters}")
     denoiser = denoiser or tm.denoiser
@@ -347,7 +380,7 @@ def segment_tumor(volume: Volume, vertebrae: Volume | None = None, canal: Volume
     info = {"threshold": threshold, "denoiser": denoiser, "clusters": tm.clusters,
             "slices_kept": [int(s) for s in stack.slices_kept], "roi_voxels": int(stack.roi.sum()),
             "csf_reference": float(stack.reference),
-            "model": {k: tm.manifest[k] for k in ("name", "sha256", "date") if k in tm.manifest}}
+            "model": {k: tm.manifest[k] for k in ("name", "sha256", "date", "tumor_net") if k in tm.manifest}}
     mask_v = from_canonical(mask.astype(np.uint8), volume)
     prob_v = from_canonical(prob, volume)
     canal_v = canal.with_array((canal.array > 0).astype(np.uint8))

@@ -1,0 +1,127 @@
+"""The tumor probability network (a forest feature): input layout, grids, model safety, training run, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from spinetumor.labeling.model import ModelError
+from spinetumor.segmentation import tumor_net
+from spinetumor.segmentation.tumor_net import (DEFAULT_NET, NET_MM, from_net_grid, load_tumor_net, net_channels,
+                                               predict_probability, to_net_grid)
+
+
+def test_channels_are_the_neighbouring_slices_and_the_sac():
+    norm = np.arange(3, dtype=np.float32)[:, None, None] * 0.5 + np.zeros((3, 4, 5), np.float32)
+    sac = np.zeros((3, 4, 5), bool)
+    sac[1, 2, 3] = True
+    x = net_channels(norm, sac)
+    assert x.shape == (3, 4, 4, 5)
+    assert x[1, 0, 0, 0] == 0.0 and x[1, 1, 0, 0] == 0.5 and x[1, 2, 0, 0] == 1.0
+    assert x[0, 0, 0, 0] == 0.0 and x[2, 2, 0, 0] == 1.0          # edges repeat their own slice
+    assert x[1, 3].sum() == 1 and x[1, 3, 2, 3] == 1 and x[0, 3].sum() == 0
+    assert net_channels(norm * 10, sac)[:, :3].max() == tumor_net.CLIP
+
+
+def test_network_grid_round_trip_keeps_shape_and_values():
+    rng = np.random.default_rng(0)
+    work = rng.random((2, 60, 40)).astype(np.float32)
+    spacing = np.array([4.0, 0.7, 0.7])
+    net = to_net_grid(work, spacing)
+    assert net.shape == (2, round(60 * 0.7 / NET_MM), round(40 * 0.7 / NET_MM))
+    back = from_net_grid(net, work.shape)
+    assert back.shape == work.shape
+    flat = np.full_like(work, 0.25)
+    assert np.allclose(from_net_grid(to_net_grid(flat, spacing), work.shape), 0.25)
+    assert to_net_grid(work, np.array([4.0, 1.0, 1.0])) is not None
+    assert np.array_equal(to_net_grid(work, np.array([4.0, 1.0, 1.0])), work)
+
+
+def _tiny_run(tmp_path):
+    from spinetumor.segmentation.net_train import NetTrainConfig, ship, train
+
+    out = tmp_path / "run"
+    config = NetTrainConfig(phantoms=4, val_cases=4, epochs=1, steps=2, batch=2)
+    train(out, config, device="cpu", log=lambda *a: None)
+    return out, ship(out, out / "tumor_net.safetensors", "test")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _tiny_run(tmp_path_factory.mktemp("tumor_net"))
+
+
+def test_training_writes_a_loadable_checked_network(tiny):
+    out, manifest = tiny
+    assert (out / "cache").is_dir() and len(list((out / "cache").glob("*.npz"))) == 8
+    assert manifest["validation"]["epoch"] == 0 and manifest["command"] == "test"
+    net = load_tumor_net(out / "tumor_net.safetensors")
+    assert net.sha256 == manifest["sha256"]
+    norm = np.random.default_rng(1).random((3, 50, 30)).astype(np.float32)
+    sac = np.zeros(norm.shape, bool)
+    sac[:, :, 10:15] = True
+    prob = predict_probability(net, norm, sac, np.array([4.0, 0.8, 0.8]))
+    assert prob.shape == norm.shape and 0.0 <= prob.min() and prob.max() <= 1.0
+
+
+def test_resume_continues_after_the_last_epoch(tiny, tmp_path):
+    from spinetumor.segmentation.net_train import NetTrainConfig, train
+
+    out, _ = tiny
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    history = train(run, NetTrainConfig(epochs=2), resume=True, device="cpu", log=lambda *a: None)["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0] == json.loads(json.dumps(history[0]))
+
+
+def test_altered_weights_are_refused(tiny, tmp_path):
+    out, _ = tiny
+    copy = tmp_path / "tumor_net.safetensors"
+    shutil.copy(out / "tumor_net.safetensors", copy)
+    manifest = json.loads((out / "tumor_net.json").read_text())
+    manifest["sha256"] = "1" * 64
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):
+        load_tumor_net(copy)
+    manifest = json.loads((out / "tumor_net.json").read_text())
+    manifest["input_spacing_mm"] = 0.5
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="another input"):
+        load_tumor_net(copy)
+
+
+def test_patches_centred_on_tumors_hold_tumor(tiny):
+    from spinetumor.segmentation.net_train import PATCH, _indices, draw_batch
+
+    out, _ = tiny
+    cases = {p.stem: dict(np.load(p)) for p in (out / "cache").glob("phantom_*.npz")}
+    cases = {k: v for k, v in cases.items() if v["tumor"].any()}
+    tumor_index, sac_index = _indices(cases)
+    x, y = draw_batch(cases, sorted(cases), tumor_index, sac_index, 40, np.random.default_rng(3))
+    assert x.shape == (40, 4, *PATCH) and y.shape == (40, *PATCH)
+    assert 0.3 <= np.mean([t.any() for t in y]) <= 0.9      # half are drawn at tumors (some by chance too)
+    assert set(np.unique(x[:, 3])) <= {0.0, 1.0}
+
+
+def test_cli_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    from spinetumor.cli import main
+
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--extra", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not an augmented dataset" in err[0]
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--negatives", str(tmp_path / "a.nii.gz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "NAME_t2.nii.gz" in err[0]
+
+
+@pytest.mark.skipif(not DEFAULT_NET.exists(), reason="no shipped tumor network")
+def test_shipped_network_manifest_records_its_provenance():
+    net = load_tumor_net()
+    m = net.manifest
+    assert m["command"].startswith("spinetumor train tumor-net")
+    assert m["architecture"] == tumor_net.NET_CONFIG
+    assert DEFAULT_NET.stat().st_size < 20 * 1024 * 1024

@@ -1,0 +1,361 @@
+"""Training the tumor probability network (:mod:`.tumor_net`) on phantoms and real anatomy.
+
+    spinetumor train tumor-net --out DIR [--phantoms N] [--extra DATASET ...] [--negatives SCAN ...]
+
+Data, each case reduced once to its canal box on the network grid (``DIR/cache/*.npz``):
+
+* ``--phantoms`` synthetic cases from :data:`NET_SEED_BASE` (cycling through the three tumor
+  types and tumor-free; never the forest's training, validation or test seeds);
+* ``--extra``: 3D augmented datasets (``spinetumor augment --mode 3d``: phantom tumors
+  inserted into real scans);
+* ``--negatives``: tumor-free real scans (``NAME_t2.nii.gz`` with ``NAME_vertebrae.nii.gz``
+  beside it), so that real anatomy without a tumor is seen as such;
+* validation: ``--val-cases`` phantoms from the forest's validation seeds; the epoch with the
+  best mean validation Dice is kept (``best.pt``).
+
+Training samples are 2D patches (:data:`PATCH`, in mm at 1 mm) of sagittal slices, a
+fraction :data:`POSITIVE_FRACTION` centred near a tumor voxel, the rest near a random sac
+voxel; with random intensity scale, gamma, noise and the order of the neighbouring slices.
+Loss: cross-entropy plus soft Dice (the labeling network's). Checkpoints every epoch;
+``--resume`` continues a run; the epoch's random draws depend only on (seed, epoch), so a
+resumed run is the run that was not interrupted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints import read_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+NET_SEED_BASE = 60_000
+PATCH = (128, 96)          # rows (superior-inferior) x columns (anterior-posterior), pixels of NET_MM
+POSITIVE_FRACTION = 0.5
+
+
+@dataclass
+class NetTrainConfig:
+    """Everything that defines a run; stored in checkpoints and the manifest."""
+
+    phantoms: int = 160
+    val_cases: int = 16
+    extra: list = field(default_factory=list)
+    negatives: list = field(default_factory=list)
+    epochs: int = 30
+    steps: int = 100
+    batch: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetTrainConfig":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+# --------------------------------------------------------------------------- data
+
+def net_case(image, spacing, canal, cord, truth) -> dict:
+    """One case on the network grid: normalised image (float16), sac and tumor (uint8), [s, r, c]."""
+    from .features import block_mean, working_crop
+    from .tumor_net import to_net_grid
+
+    w = working_crop(image, spacing, canal, cord, None)
+    tumor = block_mean(truth[w.box], w.factor)
+    return {"image": to_net_grid(w.normalised(), w.spacing).astype(np.float16),
+            "sac": (to_net_grid(w.canal.astype(np.float32), w.spacing) >= 0.5).astype(np.uint8),
+            "tumor": (to_net_grid(tumor, w.spacing) >= 0.5).astype(np.uint8)}
+
+
+def _cached(cache: Path, name: str, make) -> dict | None:
+    """The case ``name`` from ``cache`` (made with ``make()`` and written when missing; None when it fails)."""
+    from ..io import atomic_path
+
+    path = cache / f"{name}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    arrays = make()
+    if arrays is None:
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return arrays
+
+
+def _from_prepared(prep) -> dict | None:
+    return None if prep is None else net_case(prep.image, prep.spacing, prep.canal, prep.cord, prep.truth)
+
+
+def _from_volumes(image, tumor, vertebrae, name: str) -> dict | None:
+    """A case from volumes (the sac and cord from canal.py, as at inference)."""
+    from .canal import segment_canal_and_cord
+    from .train import prepared_from_volumes
+
+    found = segment_canal_and_cord(image, vertebrae)
+    return _from_prepared(prepared_from_volumes(image, tumor, found.canal, found.cord, vertebrae, "", name=name))
+
+
+def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, dict]:
+    """(training cases, validation cases) by name, built on first use and cached."""
+    from ..augmentation.dataset import _read_manifest
+    from ..io import read_volume
+    from .train import VAL_SEED_BASE, phantom_plan, prepare_case
+
+    train, val = {}, {}
+    for n, (seed, kind, with_v) in enumerate(phantom_plan(NET_SEED_BASE, config.phantoms, config.seed)):
+        case = _cached(cache, f"phantom_{seed}", lambda: _from_prepared(prepare_case(seed, kind, with_v)))
+        if case is not None:
+            train[f"phantom_{seed}"] = case
+        if n % 20 == 19:
+            log(f"phantoms {n + 1}/{config.phantoms}")
+    for folder in map(Path, config.extra):
+        for row in sorted(_read_manifest(folder / "manifest.csv").values(), key=lambda r: r["id"]):
+            if row.get("mode") != "3d":
+                continue
+
+            def make(row=row):
+                tumor = read_volume(folder / row["tumor"], validate=False)
+                return _from_volumes(read_volume(folder / row["image"]), tumor.with_array(
+                    (tumor.array > 0).astype(np.uint8)), read_volume(folder / row["vertebrae"], validate=False), row["id"])
+            case = _cached(cache, f"aug_{folder.name}_{row['id']}", make)
+            if case is not None:
+                train[f"aug_{row['id']}"] = case
+        log(f"{folder}: {sum(k.startswith('aug_') for k in train)} augmented cases so far")
+    for scan in map(Path, config.negatives):
+        name = scan.name.replace("_t2.nii.gz", "")
+
+        def make(scan=scan, name=name):
+            image = read_volume(scan)
+            vertebrae = read_volume(scan.with_name(f"{name}_vertebrae.nii.gz"), validate=False)
+            return _from_volumes(image, image.with_array(np.zeros(image.shape, np.uint8)), vertebrae, name)
+        case = _cached(cache, f"free_{name}", make)
+        if case is not None:
+            train[f"free_{name}"] = case
+    for seed, kind, with_v in phantom_plan(VAL_SEED_BASE, config.val_cases, config.seed):
+        case = _cached(cache, f"val_{seed}", lambda: _from_prepared(prepare_case(seed, kind, with_v)))
+        if case is not None:
+            val[f"val_{seed}_{kind}"] = case
+    log(f"{len(train)} training cases ({sum(c['tumor'].any() for c in train.values())} with a tumor), "
+        f"{len(val)} validation cases")
+    return train, val
+
+
+# --------------------------------------------------------------------------- sampling
+
+def _patch(case: dict, s: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Channels (4, PATCH) and tumor (PATCH) of slice ``s`` centred at (r, c), zero beyond the box."""
+    from .tumor_net import net_channels
+
+    img, sac, tumor = case["image"], case["sac"], case["tumor"]
+    h, w = PATCH
+    r0, c0 = r - h // 2, c - w // 2
+    lo = max(s - 1, 0), min(s + 2, img.shape[0])
+    out_img = np.zeros((lo[1] - lo[0], h, w), np.float32)
+    out_sac = np.zeros((lo[1] - lo[0], h, w), np.float32)
+    out_tum = np.zeros((h, w), np.int64)
+    rs = slice(max(r0, 0), min(r0 + h, img.shape[1]))
+    cs = slice(max(c0, 0), min(c0 + w, img.shape[2]))
+    dst = (slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
+    out_img[(slice(None),) + dst] = img[lo[0]:lo[1], rs, cs]
+    out_sac[(slice(None),) + dst] = sac[lo[0]:lo[1], rs, cs]
+    out_tum[dst] = tumor[s, rs, cs]
+    centre = s - lo[0]
+    return net_channels(out_img, out_sac)[centre], out_tum
+
+
+def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng) -> tuple:
+    """``n`` augmented patches: (x float32 [n, 4, h, w], y int64 [n, h, w])."""
+    xs, ys = [], []
+    for _ in range(n):
+        name = names[int(rng.integers(len(names)))]
+        case = cases[name]
+        pool = tumor_index[name] if tumor_index[name].size and rng.random() < POSITIVE_FRACTION else sac_index[name]
+        s, r, c = pool[int(rng.integers(len(pool)))]
+        r += int(rng.integers(-PATCH[0] // 3, PATCH[0] // 3 + 1))
+        c += int(rng.integers(-PATCH[1] // 4, PATCH[1] // 4 + 1))
+        if pool is sac_index[name]:
+            s = int(np.clip(s + rng.integers(-3, 4), 0, case["image"].shape[0] - 1))
+        x, y = _patch(case, int(s), r, c)
+        x[:3] = np.clip(x[:3] * rng.uniform(0.85, 1.15), 0, None) ** rng.uniform(0.8, 1.25)
+        x[:3] += rng.normal(0, rng.uniform(0, 0.04), x[:3].shape).astype(np.float32)
+        if rng.random() < 0.5:
+            x[[0, 2]] = x[[2, 0]]
+        xs.append(x)
+        ys.append(y)
+    return np.stack(xs).astype(np.float32), np.stack(ys)
+
+
+def _indices(cases: dict) -> tuple[dict, dict]:
+    """Per case, the (s, r, c) of tumor voxels and of sac voxels (subsampled)."""
+    tumor, sac = {}, {}
+    for name, case in cases.items():
+        tumor[name] = np.argwhere(case["tumor"] > 0)
+        idx = np.argwhere(case["sac"] > 0)
+        sac[name] = idx[:: max(1, len(idx) // 20000)]
+    return tumor, sac
+
+
+# --------------------------------------------------------------------------- validation
+
+def validate(net, cases: dict, device) -> dict:
+    """Per validation case: 3D Dice at 0.5 (tumor cases) or false-positive voxels (tumor-free)."""
+    import torch
+
+    from ..labeling.network import NetConfig, min_input_multiple
+    from .tumor_net import NET_CONFIG, net_channels
+
+    multiple = min_input_multiple(NetConfig.from_dict(NET_CONFIG))
+    net.eval()
+    per_case = {}
+    with torch.inference_mode():
+        for name, case in cases.items():
+            x = net_channels(case["image"].astype(np.float32), case["sac"])
+            h, w = x.shape[2:]
+            x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
+            pred = np.concatenate([torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w]
+                                   .cpu().numpy() for i in range(0, len(x), 8)]) >= 0.5
+            truth = case["tumor"] > 0
+            per_case[name] = (float(2 * (pred & truth).sum() / (pred.sum() + truth.sum())) if truth.any()
+                              else -float(pred.sum()))
+    dice = [v for k, v in per_case.items() if not k.endswith("_none")]
+    free = [v for k, v in per_case.items() if k.endswith("_none")]
+    return {"mean_dice": float(np.mean(dice)) if dice else float("nan"),
+            "free_clean": int(sum(v == 0 for v in free)), "free_cases": len(free), "per_case": per_case}
+
+
+# --------------------------------------------------------------------------- training
+
+def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, device=None, log=print) -> dict:
+    """Train (or resume) the tumor network in ``out``; returns the history."""
+    import torch
+
+    from ..device import select_device
+    from ..labeling.network import NetConfig, build_unet, segmentation_loss
+    from .tumor_net import NET_CONFIG
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = read_checkpoint(ckpt_path, NetTrainConfig) if resume and ckpt_path.exists() else None
+    if ckpt and config is not None:
+        ckpt["config"].epochs = config.epochs
+    config = ckpt["config"] if ckpt else (config or NetTrainConfig())
+    device = select_device(device) if not hasattr(device, "type") else device
+    cases, val = load_cases(config, out / "cache", log)
+    names = sorted(cases)
+    tumor_index, sac_index = _indices(cases)
+    torch.manual_seed(config.seed)
+    net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    history, start = [], 0
+    if ckpt:
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, start = ckpt["history"], int(ckpt["epoch"]) + 1
+        log(f"resumed after epoch {start}")
+    for epoch in range(start, config.epochs):
+        t0 = time.time()
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 100003 + epoch)
+        lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        net.train()
+        losses = []
+        for _ in range(config.steps):
+            x, y = draw_batch(cases, names, tumor_index, sac_index, config.batch, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss = segmentation_loss(net(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        result = validate(net, val, device)
+        entry = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_dice": result["mean_dice"],
+                 "val_free_clean": result["free_clean"], "val_per_case": result["per_case"],
+                 "seconds": round(time.time() - t0, 1)}
+        history.append(entry)
+        best = max((h["val_dice"] for h in history[:-1]), default=-1.0)
+        save_checkpoint(ckpt_path, net, optimizer, epoch, config, history)
+        if entry["val_dice"] > best:
+            torch.save({"model": net.state_dict(), "epoch": epoch, "val_dice": entry["val_dice"]}, out / "best.pt.part")
+            (out / "best.pt.part").replace(out / "best.pt")
+        log(f"epoch {epoch + 1}/{config.epochs} loss {entry['loss']:.4f} val dice {entry['val_dice']:.3f} "
+            f"tumor-free clean {result['free_clean']}/{result['free_cases']} ({entry['seconds']} s)")
+    return {"history": history, "config": config.to_dict()}
+
+
+def ship(run_dir, out_weights, command: str) -> dict:
+    """Export ``run_dir/best.pt`` as safetensors with its manifest (training data, command, validation)."""
+    import torch
+
+    from .tumor_net import export_tumor_net
+
+    run_dir = Path(run_dir)
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(run_dir / "checkpoint.pt", NetTrainConfig)
+    config = ckpt["config"]
+    entry = next(h for h in ckpt["history"] if h["epoch"] == int(best["epoch"]))
+    return export_tumor_net(best["model"], out_weights, {
+        "date": datetime.date.today().isoformat(), "command": command,
+        "training": {**config.to_dict(), "phantom_seeds_from": NET_SEED_BASE, "patch": list(PATCH),
+                     "positive_fraction": POSITIVE_FRACTION},
+        "data": "spinetumor.phantom synthetic cases; phantom tumors inserted into real scans (--extra); "
+                "tumor-free real scans (--negatives)",
+        "validation": {"epoch": int(best["epoch"]), "mean_dice_at_0.5": entry["val_dice"],
+                       "tumor_free_clean": entry["val_free_clean"], "phantom_seeds": "forest validation seeds"},
+    })
+
+
+def add_arguments(p) -> None:
+    """Options of ``spinetumor train tumor-net``."""
+    d = NetTrainConfig()
+    p.add_argument("--out", required=True, help="run folder (cache, checkpoints, best.pt, tumor_net.safetensors)")
+    p.add_argument("--phantoms", type=int, default=d.phantoms, help=f"training phantoms (default {d.phantoms})")
+    p.add_argument("--val-cases", type=int, default=d.val_cases, help=f"validation phantoms (default {d.val_cases})")
+    p.add_argument("--extra", action="append", default=[], metavar="DATASET",
+                   help="3D augmented dataset (spinetumor augment --mode 3d) to train on; repeatable")
+    p.add_argument("--negatives", nargs="+", default=[], metavar="SCAN",
+                   help="tumor-free real scans NAME_t2.nii.gz (with NAME_vertebrae.nii.gz beside them)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps", type=int, default=d.steps, help="batches per epoch")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (only --epochs may change)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
+
+
+def run_from_args(args) -> dict:
+    """Train with the parsed options, then write DIR/tumor_net.safetensors and its manifest."""
+    from ..cli import UsageError
+
+    for folder in args.extra:
+        if not (Path(folder) / "manifest.csv").exists():
+            raise UsageError(f"{folder}: not an augmented dataset (no manifest.csv); write one with spinetumor augment")
+    for scan in args.negatives:
+        if not str(scan).endswith("_t2.nii.gz") or not Path(scan).exists():
+            raise UsageError(f"{scan}: a tumor-free scan must be an existing NAME_t2.nii.gz file")
+    config = NetTrainConfig(args.phantoms, args.val_cases, [str(x) for x in args.extra],
+                            [str(x) for x in args.negatives], args.epochs, args.steps, args.batch, args.lr, args.seed)
+    result = train(args.out, config, resume=args.resume, device=args.device)
+    command = (f"spinetumor train tumor-net --out {args.out} --phantoms {args.phantoms} --val-cases {args.val_cases} "
+               f"--epochs {args.epochs} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
+               + "".join(f" --extra {x}" for x in args.extra)
+               + (" --negatives " + " ".join(args.negatives) if args.negatives else ""))
+    manifest = ship(args.out, Path(args.out) / "tumor_net.safetensors", command)
+    (Path(args.out) / "history.json").write_text(json.dumps(result["history"], indent=1) + "\n", encoding="utf-8")
+    return manifest
