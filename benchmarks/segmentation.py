@@ -225,7 +225,7 @@ def findings(results: dict, kinds, prefix: str = "") -> str:
         f"accuracy here is {mean(fs, 'best_accuracy'):.4f} vs {mean(rs, 'best_accuracy'):.4f}, which says nothing "
         f"about the tumors.",
         f"At the shipped settings (chosen so that at least 95 % of the tumor-free validation phantoms stay empty) "
-        f"{clean(fs)[0]}/{clean(fs)[1]} tumor-free test phantoms stay empty, but the mean tumor Dice is "
+        f"{clean(fs)[0]}/{clean(fs)[1]} tumor-free test phantoms stay empty and the mean tumor Dice is "
         f"{mean(fs, 'dice'):.3f}; at the best-validation-Dice setting {clean(fs, 'best_')[0]}/{clean(fs, 'best_')[1]} "
         f"stay empty (targets: Dice >= 0.85 per type, >= 95 % empty).",
     ]

@@ -122,6 +122,8 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
         notes.append("The vertebra labeling did not find " + ", ".join(labeling.missing)
                      + " (outside the field of view, or missed by the network).")
     models = {"vertebra_labeling": _model_info(labeling.model), "tumor_segmentation": _model_info(forest.manifest)}
+    if forest.uses_net:
+        models["tumor_network"] = _model_info(forest.net.manifest)
     if type_model is not None:
         models["tumor_type"] = _model_info(type_model.manifest)
     result = {

@@ -19,7 +19,7 @@ from spinetumor.report import finding_sentence
 
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[2] / "spinetumor" / "models"
 ALL_MODELS = all((MODELS / name).exists() for name in (
-    "vertebra_labeling.safetensors", "tumor_rf.skops", "tumor_type_cnn.safetensors"))
+    "vertebra_labeling.safetensors", "tumor_rf.skops", "tumor_net.safetensors", "tumor_type_cnn.safetensors"))
 
 
 def truth_analysis(seed: int = 11, tumor: str = "intradural-extramedullary") -> Analysis:
@@ -110,6 +110,8 @@ def test_run_end_to_end_on_a_phantom(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert read_volume(out / "vertebrae.nii.gz", validate=False).same_geometry(case.image, tol=1e-4)
     assert set(report["timings_s"]) >= {"reading", "labeling", "canal_cord", "segmentation", "classification"}
+    net_manifest = json.loads((MODELS / "tumor_net.json").read_text())
+    assert report["models"]["tumor_network"]["sha256"] == net_manifest["sha256"]
     for tumor in report["tumors"]:
         assert tumor["type"] in labels.TUMOR_TYPE_NAMES
         assert abs(sum(tumor["type_probabilities"].values()) - 1) < 1e-6

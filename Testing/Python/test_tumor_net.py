@@ -118,7 +118,6 @@ def test_cli_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "NAME_t2.nii.gz" in err[0]
 
 
-@pytest.mark.skipif(not DEFAULT_NET.exists(), reason="no shipped tumor network")
 def test_shipped_network_manifest_records_its_provenance():
     net = load_tumor_net()
     m = net.manifest

@@ -19,21 +19,13 @@ from spinetumor.segmentation.train import TEST_SEED_BASE
 from spinetumor.segmentation.tumor import DEFAULT_MODEL, TumorModelError, load_tumor_model, segment_tumor
 
 #: The held-out phantom segmented below (benchmark test case 5, segmented without vertebra
-#: labels as in the benchmark) and the Dice it must reach at the forest's best-validation-Dice
-#: threshold. docs/benchmarks.md ("Tumor segmentation") shows that the shipped forest
-#: delineates some intradural tumors (this case: Dice 0.68 in the benchmark at 0.7 / 0 mm³,
-#: 0.71 here with the model's 200 mm³ minimum) but is far
-#: from the 0.85 target on average; the bound sits below the measured value so the test
-#: checks that the pipeline still delineates a tumor it could, not the last digit.
+#: labels as in the benchmark) and the Dice it must reach at the shipped model's own threshold
+#: and minimum volume. docs/benchmarks.md ("Tumor segmentation") measures 0.81 on this case
+#: for the shipped forest with the tumor network, and a mean of 0.55 over the 18 held-out tumors
+#: (the target, 0.85, is not reached); the bound sits below the measured value so the test
+#: checks that the pipeline still delineates this tumor, not the last digit.
 HELD_OUT = (TEST_SEED_BASE + 5, "intradural-extramedullary")
-MIN_DICE = 0.5
-
-
-def best_validation_threshold(model) -> float:
-    """The threshold of the best validation Dice in the manifest's table (tumor-free constraint ignored)."""
-    table = model.manifest["validation"]["table"]
-    dice = np.asarray(table["dice"])
-    return float(table["thresholds"][int(np.unravel_index(int(np.argmax(dice)), dice.shape)[0])])
+MIN_DICE = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,7 @@ def test_shipped_model_manifest_records_its_provenance(model):
 def test_held_out_phantom_tumor_is_segmented(model):
     seed, kind = HELD_OUT
     case = generate(seed, kind)
-    result = segment_tumor(case.image, model=model, threshold=best_validation_threshold(model))
+    result = segment_tumor(case.image, model=model)
     truth = case.tumor.array > 0
     assert truth.any()
     m = overlap(result.mask.array > 0, truth)
