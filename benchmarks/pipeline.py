@@ -89,9 +89,10 @@ def main(argv=None) -> int:
               f"{r['false_tumors']} | {r['seconds']:.1f} |" for r in rows]
     lines += ["", "Mean time per stage on the phantoms (s): "
               + ", ".join(f"{s} {mean[s]:.2f}" for s in stages) + ".", real,
-              "Reading the table: the whole chain is only as good as its weakest stage, the tumor random "
-              "forest (see Tumor segmentation), which misses most tumors; type and level figures here count "
-              "a missed tumor as wrong. Vertebra labeling quality is in its own section."]
+              "Reading the table: the whole chain is only as good as its weakest stage, the tumor segmentation "
+              "(see Tumor segmentation), which misses some tumors; type and level figures here count a missed "
+              "tumor as wrong. Vertebra labeling quality is in its own section. Six phantoms are a small sample: "
+              "the per-stage figures are in their own sections."]
     write_section("End-to-end pipeline", "\n".join(lines) + "\n")
     return 0
 
