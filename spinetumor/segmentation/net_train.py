@@ -355,7 +355,8 @@ def run_from_args(args) -> dict:
     command = (f"spinetumor train tumor-net --out {args.out} --phantoms {args.phantoms} --val-cases {args.val_cases} "
                f"--epochs {args.epochs} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
                + "".join(f" --extra {x}" for x in args.extra)
-               + (" --negatives " + " ".join(args.negatives) if args.negatives else ""))
+               + (" --negatives " + " ".join(args.negatives) if args.negatives else "")
+               + (" --resume" if args.resume else ""))
     manifest = ship(args.out, Path(args.out) / "tumor_net.safetensors", command)
     (Path(args.out) / "history.json").write_text(json.dumps(result["history"], indent=1) + "\n", encoding="utf-8")
     return manifest
