@@ -42,7 +42,8 @@ class SpineTumorSegmentation(ScriptedLoadableModule):
         self.parent.contributors = ["SpineTumor developers"]
         self.parent.helpText = _(
             "Finds tumors in a sagittal T2 lumbar spine MRI. <b>Segment</b> outlines tumor, thecal sac and "
-            "cord (shearlet denoising, fuzzy c-means, random forest), optionally guided by a vertebra "
+            "cord (shearlet denoising, fuzzy c-means and a random forest that also takes a small U-Net's "
+            "tumor probability), optionally guided by a vertebra "
             "segmentation. <b>Analyze</b> runs the whole pipeline: vertebra labeling T11-L5, canal and cord, "
             "tumors classified as intramedullary, intradural-extramedullary or extradural, the levels they "
             "span and a report (HTML, JSON, CSV) that <b>Save report</b> copies to a folder. "
