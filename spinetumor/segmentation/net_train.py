@@ -46,7 +46,7 @@ POSITIVE_FRACTION = 0.5
 class NetTrainConfig:
     """Everything that defines a run; stored in checkpoints and the manifest."""
 
-    phantoms: int = 160
+    phantoms: int = 120
     val_cases: int = 16
     extra: list = field(default_factory=list)
     negatives: list = field(default_factory=list)
