@@ -3,6 +3,8 @@
 A checkpoint holds the model and optimizer state, the epoch, the training configuration and
 history (as JSON text) and any extra plain values a trainer needs to resume exactly (e.g. RNG
 states). ``torch.load(..., weights_only=True)`` reads it back, so nothing is unpickled.
+:func:`start_epoch` makes every epoch's random draws and learning rate depend on (seed, epoch)
+only, so a resumed run is the run that was not interrupted.
 """
 
 from __future__ import annotations
@@ -31,3 +33,17 @@ def read_checkpoint(path, config_class) -> dict:
     ckpt["config"] = config_class.from_dict(json.loads(ckpt["config"]))
     ckpt["history"] = json.loads(ckpt["history"])
     return ckpt
+
+
+def start_epoch(optimizer, peak_lr: float, epoch: int, epochs: int, seed: int):
+    """Seed torch and set the cosine learning rate for ``epoch``; returns ``(numpy Generator, lr)``."""
+    import math
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed * 100003 + epoch)
+    lr = peak_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return np.random.default_rng([seed, epoch]), lr

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..labeling.model import ModelError, manifest_path, sha256_of
+from ..labeling.model import ModelError, manifest_path, sha256_of, verified_manifest
 from . import CLASSES, PATCH, SPACING_MM
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -45,16 +45,7 @@ def load_model(path=None, device=None) -> TumorTypeModel:
     from .network import CNNConfig, build_cnn
 
     weights = Path(path) if path else DEFAULT_WEIGHTS
-    if not weights.exists():
-        raise ModelError(f"{weights}: model weights not found")
-    mpath = manifest_path(weights)
-    if not mpath.exists():
-        raise ModelError(f"{mpath}: model manifest not found")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    expected, actual = manifest.get("sha256"), sha256_of(weights)
-    if expected != actual:
-        raise ModelError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's "
-                         f"{str(expected)[:12]}...; the weights were altered or belong to another model")
+    manifest = verified_manifest(weights)
     if (abs(float(manifest.get("input_spacing_mm", -1)) - SPACING_MM) > 1e-6 or int(manifest.get("patch", -1)) != PATCH
             or list(manifest.get("classes", [])) != list(CLASSES)):
         raise ModelError(f"{weights}: trained for other patches or classes than this engine uses")

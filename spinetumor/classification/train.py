@@ -23,14 +23,13 @@ metrics before and after calibration.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import read_checkpoint, save_checkpoint
+from ..checkpoints import read_checkpoint, save_checkpoint, start_epoch
 from . import CLASSES
 from .dataset import TRAIN_SEED0, VAL_SEED0, augment, build_cache, load_cache, merge_samples, samples_from_cases, \
     tumor_inputs
@@ -197,11 +196,7 @@ def train(out, config: TrainConfig | None = None, *, resume: bool = False, devic
     last = config.epochs if stop_after is None else min(config.epochs, stop_after)
     for epoch in range(start, last):
         t0 = time.time()
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 100003 + epoch)
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
         model.train()
         losses = []
         for _ in range(config.steps_per_epoch):

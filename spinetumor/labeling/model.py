@@ -36,6 +36,26 @@ def manifest_path(weights) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def verified_manifest(weights, what: str = "model") -> dict:
+    """The manifest beside ``weights`` after checking that both exist and the sha256 matches.
+
+    Every shipped network is loaded through this (labeling, tumor type, tumor network).
+    Raises :class:`ModelError` naming ``what`` and the file.
+    """
+    weights = Path(weights)
+    if not weights.exists():
+        raise ModelError(f"{weights}: {what} weights not found")
+    mpath = manifest_path(weights)
+    if not mpath.exists():
+        raise ModelError(f"{mpath}: {what} manifest not found")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    expected, actual = str(manifest.get("sha256")), sha256_of(weights)
+    if expected != actual:
+        raise ModelError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's "
+                         f"{expected[:12]}...; the weights were altered or belong to another model")
+    return manifest
+
+
 def load_manifest(weights=None) -> dict:
     """The manifest of ``weights`` (default: the shipped model)."""
     path = manifest_path(weights or DEFAULT_WEIGHTS)
@@ -57,14 +77,7 @@ def load_model(path=None, device=None):
     from .network import NetConfig, build_unet
 
     weights = Path(path) if path else DEFAULT_WEIGHTS
-    if not weights.exists():
-        raise ModelError(f"{weights}: model weights not found")
-    manifest = load_manifest(weights)
-    expected = manifest.get("sha256")
-    actual = sha256_of(weights)
-    if expected != actual:
-        raise ModelError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's "
-                         f"{str(expected)[:12]}...; the weights were altered or belong to another model")
+    manifest = verified_manifest(weights)
     if abs(float(manifest.get("input_spacing_mm", SPACING_MM)) - SPACING_MM) > 1e-6:
         raise ModelError(f"{weights}: trained at {manifest.get('input_spacing_mm')} mm, this engine uses {SPACING_MM} mm")
     model = build_unet(NetConfig.from_dict(manifest["architecture"]))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import read_checkpoint, save_checkpoint
+from ..checkpoints import read_checkpoint, save_checkpoint, start_epoch
 from . import NUM_CLASSES, TILE
 from .dataset import CHU_TRAINING, CHU_VALIDATION, build_cache, load_cache, phantom_available
 from .network import NetConfig
@@ -341,11 +341,7 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
         if stop_after is not None and epoch >= stop_after:
             break
         t0 = time.time()
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 100003 + epoch)
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
         picks = draw_epoch(cases, train_names, steps * config.batch_size, rng, config.empty_slice_weight)
         model.train()
         losses = []

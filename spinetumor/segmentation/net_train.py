@@ -26,14 +26,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import read_checkpoint, save_checkpoint
+from ..checkpoints import read_checkpoint, save_checkpoint, start_epoch
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +268,7 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
         log(f"resumed after epoch {start}")
     for epoch in range(start, config.epochs):
         t0 = time.time()
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 100003 + epoch)
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
         net.train()
         losses = []
         for _ in range(config.steps):

@@ -25,13 +25,12 @@ The weights ship as ``spinetumor/models/tumor_net.safetensors`` beside a JSON ma
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..labeling.model import ModelError, manifest_path, sha256_of
+from ..labeling.model import ModelError, manifest_path, sha256_of, verified_manifest
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_NET = MODELS_DIR / "tumor_net.safetensors"
@@ -77,16 +76,7 @@ def load_tumor_net(path=None, device=None) -> TumorNet:
     from ..labeling.network import NetConfig, build_unet
 
     weights = Path(path) if path else DEFAULT_NET
-    if not weights.exists():
-        raise ModelError(f"{weights}: tumor network weights not found")
-    mpath = manifest_path(weights)
-    if not mpath.exists():
-        raise ModelError(f"{mpath}: tumor network manifest not found")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    expected, actual = str(manifest.get("sha256")), sha256_of(weights)
-    if expected != actual:
-        raise ModelError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's "
-                         f"{expected[:12]}...; the weights were altered or belong to another model")
+    manifest = verified_manifest(weights, "tumor network")
     config = NetConfig.from_dict(manifest.get("architecture", {}))
     if abs(float(manifest.get("input_spacing_mm", -1)) - NET_MM) > 1e-6 or config.in_channels != IN_CHANNELS:
         raise ModelError(f"{weights}: trained for another input (spacing or channels) than this engine uses")
