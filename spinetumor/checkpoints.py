@@ -47,3 +47,15 @@ def start_epoch(optimizer, peak_lr: float, epoch: int, epochs: int, seed: int):
     for group in optimizer.param_groups:
         group["lr"] = lr
     return np.random.default_rng([seed, epoch]), lr
+
+
+def restore(ckpt: dict | None, model, optimizer, log=print) -> tuple[list, int]:
+    """Load a checkpoint's model and optimizer state; returns ``(history, first epoch to run)``
+    (``([], 0)`` without a checkpoint)."""
+    if not ckpt:
+        return [], 0
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    start = int(ckpt["epoch"]) + 1
+    log(f"resumed after epoch {start}")
+    return ckpt["history"], start

@@ -272,17 +272,11 @@ class TrainingCase:
     cord: Volume
 
 
-def read_training_cases(folders, progress=None):
-    """Yield a :class:`TrainingCase` for every 3D sample of the dataset ``folders`` (``augment --mode 3d``).
+def training_rows(folders) -> list[tuple[Path, dict]]:
+    """(folder, manifest row) of every 3D sample of the dataset ``folders``, sorted by id per folder.
 
-    This is how augmented real anatomy reaches the trainers (``spinetumor train segmentation
-    --extra`` and ``train classification --extra``): the image, its exact tumor mask and the
-    target's vertebra labels from the files, the sac and cord from canal.py as at inference.
-    2D samples (one sagittal slice) are skipped: the trainers work on volumes.
     Raises :class:`InputError` for a folder without a manifest or without 3D samples.
     """
-    from ..segmentation.canal import segment_canal_and_cord
-
     rows = []
     for folder in folders:
         folder = Path(folder)
@@ -293,14 +287,34 @@ def read_training_cases(folders, progress=None):
         if not found:
             raise InputError(f"{folder}: no 3D samples; write the dataset with spinetumor augment --mode 3d")
         rows.extend(sorted(found, key=lambda item: item[1]["id"]))
+    return rows
+
+
+def read_training_case(folder: Path, row: dict) -> TrainingCase:
+    """One 3D sample: image, exact tumor mask and vertebra labels from the files, sac and cord from canal.py."""
+    from ..segmentation.canal import segment_canal_and_cord
+
+    image = read_volume(folder / row["image"])
+    tumor = read_volume(folder / row["tumor"], validate=False)
+    vertebrae = read_volume(folder / row["vertebrae"], validate=False)
+    found = segment_canal_and_cord(image, vertebrae)
+    return TrainingCase(row["id"], row["tumor_type"], image, tumor.with_array((tumor.array > 0).astype(np.uint8)),
+                        vertebrae, found.canal, found.cord)
+
+
+def read_training_cases(folders, progress=None):
+    """Yield a :class:`TrainingCase` for every 3D sample of the dataset ``folders`` (``augment --mode 3d``).
+
+    This is how augmented real anatomy reaches the trainers (``spinetumor train segmentation
+    --extra``, ``train classification --extra`` and ``train tumor-net --extra``): the image, its
+    exact tumor mask and the target's vertebra labels from the files, the sac and cord from
+    canal.py as at inference. 2D samples (one sagittal slice) are skipped: the trainers work on
+    volumes. Raises :class:`InputError` for a folder without a manifest or without 3D samples.
+    """
+    rows = training_rows(folders)
     for n, (folder, row) in enumerate(rows):
         report(progress, n / len(rows), f"augmented sample {n + 1}/{len(rows)}")
-        image = read_volume(folder / row["image"])
-        tumor = read_volume(folder / row["tumor"], validate=False)
-        vertebrae = read_volume(folder / row["vertebrae"], validate=False)
-        found = segment_canal_and_cord(image, vertebrae)
-        yield TrainingCase(row["id"], row["tumor_type"], image, tumor.with_array((tumor.array > 0).astype(np.uint8)),
-                           vertebrae, found.canal, found.cord)
+        yield read_training_case(folder, row)
 
 
 def _write_sorted_manifest(path: Path, rows: dict) -> None:

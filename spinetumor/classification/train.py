@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import read_checkpoint, save_checkpoint, start_epoch
+from ..checkpoints import read_checkpoint, restore, save_checkpoint, start_epoch
 from . import CLASSES
 from .dataset import TRAIN_SEED0, VAL_SEED0, augment, build_cache, load_cache, merge_samples, samples_from_cases, \
     tumor_inputs
@@ -186,12 +186,7 @@ def train(out, config: TrainConfig | None = None, *, resume: bool = False, devic
     torch.manual_seed(config.seed)
     model = build_cnn(CNNConfig.from_dict(config.net)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history, start = [], 0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start = ckpt["history"], int(ckpt["epoch"]) + 1
-        log(f"resumed after epoch {start}")
+    history, start = restore(ckpt, model, optimizer, log)
     loss_fn = torch.nn.CrossEntropyLoss()
     last = config.epochs if stop_after is None else min(config.epochs, stop_after)
     for epoch in range(start, last):

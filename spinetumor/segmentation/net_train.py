@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import read_checkpoint, save_checkpoint, start_epoch
+from ..checkpoints import read_checkpoint, restore, save_checkpoint, start_epoch
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +99,18 @@ def _from_prepared(prep) -> dict | None:
     return None if prep is None else net_case(prep.image, prep.spacing, prep.canal, prep.cord, prep.truth)
 
 
-def _from_volumes(image, tumor, vertebrae, name: str) -> dict | None:
-    """A case from volumes (the sac and cord from canal.py, as at inference)."""
-    from .canal import segment_canal_and_cord
+def _from_volumes(image, tumor, canal, cord, name: str) -> dict | None:
+    """A case from volumes on one grid (None, logged, when the canal is empty)."""
     from .train import prepared_from_volumes
 
-    found = segment_canal_and_cord(image, vertebrae)
-    return _from_prepared(prepared_from_volumes(image, tumor, found.canal, found.cord, vertebrae, "", name=name))
+    return _from_prepared(prepared_from_volumes(image, tumor, canal, cord, None, "", name=name))
 
 
 def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, dict]:
     """(training cases, validation cases) by name, built on first use and cached."""
-    from ..augmentation.dataset import _read_manifest
+    from ..augmentation.dataset import read_training_case, training_rows
     from ..io import read_volume
+    from .canal import segment_canal_and_cord
     from .train import VAL_SEED_BASE, phantom_plan, prepare_case
 
     train, val = {}, {}
@@ -121,26 +120,25 @@ def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, di
             train[f"phantom_{seed}"] = case
         if n % 20 == 19:
             log(f"phantoms {n + 1}/{config.phantoms}")
-    for folder in map(Path, config.extra):
-        for row in sorted(_read_manifest(folder / "manifest.csv").values(), key=lambda r: r["id"]):
-            if row.get("mode") != "3d":
-                continue
+    for folder, row in training_rows(config.extra):
 
-            def make(row=row):
-                tumor = read_volume(folder / row["tumor"], validate=False)
-                return _from_volumes(read_volume(folder / row["image"]), tumor.with_array(
-                    (tumor.array > 0).astype(np.uint8)), read_volume(folder / row["vertebrae"], validate=False), row["id"])
-            case = _cached(cache, f"aug_{folder.name}_{row['id']}", make)
-            if case is not None:
-                train[f"aug_{row['id']}"] = case
-        log(f"{folder}: {sum(k.startswith('aug_') for k in train)} augmented cases so far")
+        def make(folder=folder, row=row):
+            c = read_training_case(folder, row)
+            return _from_volumes(c.image, c.tumor, c.canal, c.cord, c.id)
+        case = _cached(cache, f"aug_{folder.name}_{row['id']}", make)
+        if case is not None:
+            train[f"aug_{row['id']}"] = case
+    if config.extra:
+        log(f"{sum(k.startswith('aug_') for k in train)} augmented cases")
     for scan in map(Path, config.negatives):
         name = scan.name.replace("_t2.nii.gz", "")
 
         def make(scan=scan, name=name):
             image = read_volume(scan)
-            vertebrae = read_volume(scan.with_name(f"{name}_vertebrae.nii.gz"), validate=False)
-            return _from_volumes(image, image.with_array(np.zeros(image.shape, np.uint8)), vertebrae, name)
+            found = segment_canal_and_cord(image, read_volume(scan.with_name(f"{name}_vertebrae.nii.gz"),
+                                                              validate=False))
+            return _from_volumes(image, image.with_array(np.zeros(image.shape, np.uint8)), found.canal, found.cord,
+                                 name)
         case = _cached(cache, f"free_{name}", make)
         if case is not None:
             train[f"free_{name}"] = case
@@ -260,12 +258,7 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
     torch.manual_seed(config.seed)
     net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    history, start = [], 0
-    if ckpt:
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start = ckpt["history"], int(ckpt["epoch"]) + 1
-        log(f"resumed after epoch {start}")
+    history, start = restore(ckpt, net, optimizer, log)
     for epoch in range(start, config.epochs):
         t0 = time.time()
         rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
