@@ -124,3 +124,77 @@ def test_shipped_network_manifest_records_its_provenance():
     assert m["command"].startswith("spinetumor train tumor-net")
     assert m["architecture"] == tumor_net.NET_CONFIG
     assert DEFAULT_NET.stat().st_size < 20 * 1024 * 1024
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny, tmp_path):
+    """--init loads the weights before the first step; --hard-negatives writes its pool."""
+    from spinetumor.labeling.train import initial_weights
+    from spinetumor.segmentation.net_train import NetTrainConfig, train
+
+    out, _ = tiny
+    run = tmp_path / "ft"
+    shutil.copytree(out / "cache", run / "cache")
+    config = NetTrainConfig(phantoms=4, val_cases=4, epochs=1, steps=1, batch=2, lr=1e-12,
+                            init_from=str(out / "tumor_net.safetensors"), hard_negatives=0.5)
+    lines = []
+    train(run, config, device="cpu", log=lines.append)
+    assert any(line.startswith("initialized from") for line in lines)
+    start = initial_weights(out / "tumor_net.safetensors")
+    tuned = initial_weights(run / "best.pt")
+    learned = [k for k in start if "running_" not in k and "num_batches" not in k]   # norm statistics move anyway
+    assert learned and all(np.allclose(start[k].numpy(), tuned[k].numpy(), atol=1e-6) for k in learned)
+    assert (run / "hard_negatives.npz").exists()
+
+
+class _SaysTumorEverywhere:
+    """A stand-in network whose logits call every pixel tumor."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        zero = x[:, 0] * 0
+        return torch.stack([zero, zero + 10], 1)
+
+
+def test_hard_negatives_are_false_positives_away_from_tumors():
+    from spinetumor.segmentation.net_train import HARD_MARGIN, hard_negative_index
+
+    shape = (3, 40, 30)
+    tumor = np.zeros(shape, np.uint8)
+    tumor[1, 20:24, 10:14] = 1
+    case = {"image": np.ones(shape, np.float16), "sac": np.ones(shape, np.uint8), "tumor": tumor}
+    index = hard_negative_index(_SaysTumorEverywhere(), {"c": case}, "cpu")["c"]
+    near = (4 + 2 * HARD_MARGIN) ** 2               # the tumor's 4 x 4 pixels grown by the margin in-plane
+    assert len(index) == tumor.size - near           # every other pixel (fewer than HARD_PER_CASE here)
+    for s, r, c in index:
+        assert not tumor[s, max(r - HARD_MARGIN, 0):r + HARD_MARGIN + 1, max(c - HARD_MARGIN, 0):c + HARD_MARGIN + 1].any()
+    assert (index[:, 0] == 0).any() and (index[:, 0] == 2).any()      # other slices are negatives everywhere
+
+
+def test_hard_fraction_draws_patches_at_the_hard_negatives():
+    from spinetumor.segmentation.net_train import _indices, draw_batch
+
+    shape = (10, 400, 100)
+    sac = np.zeros(shape, np.uint8)
+    sac[0, 10, 10] = 1
+    case = {"image": np.zeros(shape, np.float16), "sac": sac, "tumor": np.zeros(shape, np.uint8)}
+    tumor_index, sac_index = _indices({"c": case})
+    hard = {"c": np.array([[9, 390, 90]])}
+    x, _ = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 20, np.random.default_rng(0), hard, 1.0)
+    assert x[:, 3].sum() == 0                       # every patch at the hard negative, far from the sac pixel
+    x, _ = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 20, np.random.default_rng(0), hard, 0.0)
+    assert x[:, 3].sum() > 0                        # without the pool, patches are drawn at the sac
+
+
+def test_cli_hard_negatives_need_starting_weights(tmp_path, capsys):
+    from spinetumor.cli import main
+
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--hard-negatives", "0.3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--hard-negatives needs --init" in err[0]
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--init", str(tmp_path / "none.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no such weights file" in err[0]

@@ -13,6 +13,13 @@ Data, each case reduced once to its canal box on the network grid (``DIR/cache/*
 * validation: ``--val-cases`` phantoms from the forest's validation seeds; the epoch with the
   best mean validation Dice is kept (``best.pt``).
 
+Fine-tuning: ``--init WEIGHTS`` starts from earlier weights (shipped safetensors, ``best.pt``
+or ``checkpoint.pt``). With ``--hard-negatives F`` (needs ``--init``) a fraction F of the
+patches is centred on the starting network's false positives in the training cases (pixels
+with probability >= 0.5 farther than :data:`HARD_MARGIN` pixels from any tumor): the places
+where it mistakes CSF, cord, roots or fat for tumor. They are found once, with the starting
+weights, and kept in ``DIR/hard_negatives.npz``, so a resumed run draws from the same pool.
+
 Training samples are 2D patches (:data:`PATCH`, in mm at 1 mm) of sagittal slices, a
 fraction :data:`POSITIVE_FRACTION` centred near a tumor voxel, the rest near a random sac
 voxel; with random intensity scale, gamma, noise and the order of the neighbouring slices.
@@ -39,6 +46,10 @@ log = logging.getLogger(__name__)
 NET_SEED_BASE = 60_000
 PATCH = (128, 96)          # rows (superior-inferior) x columns (anterior-posterior), pixels of NET_MM
 POSITIVE_FRACTION = 0.5
+#: A false positive counts as a hard negative only this many pixels (mm) away from any tumor pixel.
+HARD_MARGIN = 3
+#: At most this many hard-negative centres are kept per case (evenly subsampled).
+HARD_PER_CASE = 4000
 
 
 @dataclass
@@ -54,6 +65,8 @@ class NetTrainConfig:
     batch: int = 16
     lr: float = 2e-3
     seed: int = 0
+    init_from: str = ""          # weights the run started from ("" = random)
+    hard_negatives: float = 0.0  # fraction of patches centred on the starting network's false positives
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,17 +187,30 @@ def _patch(case: dict, s: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     return net_channels(out_img, out_sac)[centre], out_tum
 
 
-def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng) -> tuple:
-    """``n`` augmented patches: (x float32 [n, 4, h, w], y int64 [n, h, w])."""
+def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng,
+               hard_index: dict | None = None, hard_fraction: float = 0.0) -> tuple:
+    """``n`` augmented patches: (x float32 [n, 4, h, w], y int64 [n, h, w]).
+
+    A patch is centred near a tumor pixel (:data:`POSITIVE_FRACTION` of the draws from cases
+    with a tumor), else near a hard negative (``hard_fraction`` of the draws from cases that
+    have some, see :func:`hard_negative_index`), else near a random sac pixel.
+    """
+    hard_index = hard_index or {}
+    hard_names = [k for k in names if hard_index.get(k) is not None and len(hard_index[k])]
     xs, ys = [], []
     for _ in range(n):
-        name = names[int(rng.integers(len(names)))]
+        if hard_names and rng.random() < hard_fraction:
+            name = hard_names[int(rng.integers(len(hard_names)))]
+            pool = hard_index[name]
+        else:
+            name = names[int(rng.integers(len(names)))]
+            pool = (tumor_index[name] if tumor_index[name].size and rng.random() < POSITIVE_FRACTION
+                    else sac_index[name])
         case = cases[name]
-        pool = tumor_index[name] if tumor_index[name].size and rng.random() < POSITIVE_FRACTION else sac_index[name]
         s, r, c = pool[int(rng.integers(len(pool)))]
         r += int(rng.integers(-PATCH[0] // 3, PATCH[0] // 3 + 1))
         c += int(rng.integers(-PATCH[1] // 4, PATCH[1] // 4 + 1))
-        if pool is sac_index[name]:
+        if pool is sac_index.get(name):
             s = int(np.clip(s + rng.integers(-3, 4), 0, case["image"].shape[0] - 1))
         x, y = _patch(case, int(s), r, c)
         x[:3] = np.clip(x[:3] * rng.uniform(0.85, 1.15), 0, None) ** rng.uniform(0.8, 1.25)
@@ -206,28 +232,65 @@ def _indices(cases: dict) -> tuple[dict, dict]:
     return tumor, sac
 
 
+def hard_negative_index(net, cases: dict, device) -> dict:
+    """Per case, the (s, r, c) of pixels where ``net`` says tumor (probability >= 0.5) and no
+    tumor is within :data:`HARD_MARGIN` pixels in-plane (at most :data:`HARD_PER_CASE`, evenly
+    subsampled; cases with none are left out)."""
+    from scipy import ndimage
+
+    index = {}
+    for name, case in cases.items():
+        tumor = case["tumor"] > 0
+        near = ndimage.binary_dilation(tumor, np.ones((1, 2 * HARD_MARGIN + 1, 2 * HARD_MARGIN + 1), bool)) \
+            if tumor.any() else tumor
+        found = np.argwhere((case_probability(net, case, device) >= 0.5) & ~near)
+        if len(found):
+            index[name] = found[:: max(1, len(found) // HARD_PER_CASE)]
+    return index
+
+
+def _hard_pool(path: Path, net, cases: dict, device, log) -> dict:
+    """The hard-negative index of ``cases``, read from ``path`` or found with ``net`` and written there."""
+    from ..io import atomic_path
+
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    index = hard_negative_index(net, cases, device)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **index)
+    log(f"hard negatives: {sum(len(v) for v in index.values())} centres in {len(index)} of {len(cases)} cases")
+    return index
+
+
 # --------------------------------------------------------------------------- validation
 
-def validate(net, cases: dict, device) -> dict:
-    """Per validation case: 3D Dice at 0.5 (tumor cases) or false-positive voxels (tumor-free)."""
+def case_probability(net, case: dict, device) -> np.ndarray:
+    """Tumor probability [s, r, c] of ``net`` on every slice of a network-grid case."""
     import torch
 
     from ..labeling.network import NetConfig, min_input_multiple
     from .tumor_net import NET_CONFIG, net_channels
 
     multiple = min_input_multiple(NetConfig.from_dict(NET_CONFIG))
+    x = net_channels(case["image"].astype(np.float32), case["sac"])
+    h, w = x.shape[2:]
+    x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
     net.eval()
-    per_case = {}
     with torch.inference_mode():
-        for name, case in cases.items():
-            x = net_channels(case["image"].astype(np.float32), case["sac"])
-            h, w = x.shape[2:]
-            x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
-            pred = np.concatenate([torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w]
-                                   .cpu().numpy() for i in range(0, len(x), 8)]) >= 0.5
-            truth = case["tumor"] > 0
-            per_case[name] = (float(2 * (pred & truth).sum() / (pred.sum() + truth.sum())) if truth.any()
-                              else -float(pred.sum()))
+        return np.concatenate([torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w]
+                               .cpu().numpy() for i in range(0, len(x), 8)])
+
+
+def validate(net, cases: dict, device) -> dict:
+    """Per validation case: 3D Dice at 0.5 (tumor cases) or false-positive voxels (tumor-free)."""
+    per_case = {}
+    for name, case in cases.items():
+        pred = case_probability(net, case, device) >= 0.5
+        truth = case["tumor"] > 0
+        per_case[name] = (float(2 * (pred & truth).sum() / (pred.sum() + truth.sum())) if truth.any()
+                          else -float(pred.sum()))
     dice = [v for k, v in per_case.items() if not k.endswith("_none")]
     free = [v for k, v in per_case.items() if k.endswith("_none")]
     return {"mean_dice": float(np.mean(dice)) if dice else float("nan"),
@@ -259,13 +322,30 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
     net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     history, start = restore(ckpt, net, optimizer, log)
+    if config.init_from and not ckpt:
+        from ..labeling.train import initial_weights
+
+        net.load_state_dict(initial_weights(config.init_from))
+        log(f"initialized from {config.init_from}")
+    hard_index = {}
+    if config.hard_negatives > 0:
+        if not config.init_from:
+            raise ValueError("hard negatives need starting weights (--init): a random network's mistakes teach nothing")
+        start_net = net
+        if ckpt:   # the pool was found with the starting weights; it is on disk unless the run lost it
+            start_net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
+            from ..labeling.train import initial_weights
+
+            start_net.load_state_dict(initial_weights(config.init_from))
+        hard_index = _hard_pool(out / "hard_negatives.npz", start_net, cases, device, log)
     for epoch in range(start, config.epochs):
         t0 = time.time()
         rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
         net.train()
         losses = []
         for _ in range(config.steps):
-            x, y = draw_batch(cases, names, tumor_index, sac_index, config.batch, rng)
+            x, y = draw_batch(cases, names, tumor_index, sac_index, config.batch, rng, hard_index,
+                              config.hard_negatives)
             optimizer.zero_grad(set_to_none=True)
             loss = segmentation_loss(net(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
             loss.backward()
@@ -323,6 +403,10 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--init", default="", metavar="WEIGHTS",
+                   help="start from these weights (.safetensors, best.pt or checkpoint.pt) instead of random ones")
+    p.add_argument("--hard-negatives", type=float, default=d.hard_negatives, metavar="F",
+                   help="fraction of patches centred on the starting network's false positives (needs --init)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (only --epochs may change)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
 
@@ -337,12 +421,21 @@ def run_from_args(args) -> dict:
     for scan in args.negatives:
         if not str(scan).endswith("_t2.nii.gz") or not Path(scan).exists():
             raise UsageError(f"{scan}: a tumor-free scan must be an existing NAME_t2.nii.gz file")
+    if args.hard_negatives and not args.init:
+        raise UsageError("--hard-negatives needs --init: the false positives are those of the starting weights")
+    if not 0.0 <= args.hard_negatives < 1.0:
+        raise UsageError(f"--hard-negatives must be in [0, 1), got {args.hard_negatives}")
+    if args.init and not Path(args.init).is_file():
+        raise UsageError(f"{args.init}: no such weights file")
     config = NetTrainConfig(args.phantoms, args.val_cases, [str(x) for x in args.extra],
-                            [str(x) for x in args.negatives], args.epochs, args.steps, args.batch, args.lr, args.seed)
+                            [str(x) for x in args.negatives], args.epochs, args.steps, args.batch, args.lr, args.seed,
+                            str(args.init or ""), float(args.hard_negatives))
     result = train(args.out, config, resume=args.resume, device=args.device)
     command = (f"spinetumor train tumor-net --out {args.out} --phantoms {args.phantoms} --val-cases {args.val_cases} "
                f"--epochs {args.epochs} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
                + "".join(f" --extra {x}" for x in args.extra)
+               + (f" --init {args.init}" if args.init else "")
+               + (f" --hard-negatives {args.hard_negatives}" if args.hard_negatives else "")
                + (" --negatives " + " ".join(args.negatives) if args.negatives else "")
                + (" --resume" if args.resume else ""))
     manifest = ship(args.out, Path(args.out) / "tumor_net.safetensors", command)
