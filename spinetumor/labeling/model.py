@@ -39,7 +39,7 @@ def manifest_path(weights) -> Path:
 def verified_manifest(weights, what: str = "model") -> dict:
     """The manifest beside ``weights`` after checking that both exist and the sha256 matches.
 
-    Every shipped network is loaded through this (labeling, tumor type, tumor network).
+    Every shipped model is loaded through this (labeling, tumor type, tumor network, tumor forest).
     Raises :class:`ModelError` naming ``what`` and the file.
     """
     weights = Path(weights)
@@ -48,7 +48,10 @@ def verified_manifest(weights, what: str = "model") -> dict:
     mpath = manifest_path(weights)
     if not mpath.exists():
         raise ModelError(f"{mpath}: {what} manifest not found")
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ModelError(f"{mpath}: unreadable {what} manifest ({error})") from None
     expected, actual = str(manifest.get("sha256")), sha256_of(weights)
     if expected != actual:
         raise ModelError(f"{weights}: sha256 {actual[:12]}... does not match the manifest's "

@@ -366,10 +366,21 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
     return {"history": history, "config": config.to_dict()}
 
 
+def extra_dataset_summaries(folders) -> dict:
+    """Each ``--extra`` dataset's ``dataset.json`` (mode, positions, seed, sources, targets, counts):
+    what ``spinetumor augment`` needs to write it again."""
+    summaries = {}
+    for folder in map(Path, folders):
+        path = folder / "dataset.json"
+        summaries[str(folder)] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return summaries
+
+
 def ship(run_dir, out_weights, command: str) -> dict:
     """Export ``run_dir/best.pt`` as safetensors with its manifest (training data, command, validation)."""
     import torch
 
+    from ..labeling.model import sha256_of
     from .tumor_net import export_tumor_net
 
     run_dir = Path(run_dir)
@@ -383,6 +394,8 @@ def ship(run_dir, out_weights, command: str) -> dict:
                      "positive_fraction": POSITIVE_FRACTION},
         "data": "spinetumor.phantom synthetic cases; phantom tumors inserted into real scans (--extra); "
                 "tumor-free real scans (--negatives)",
+        "extra_datasets": extra_dataset_summaries(config.extra),
+        "init_sha256": sha256_of(config.init_from) if config.init_from and Path(config.init_from).exists() else None,
         "validation": {"epoch": int(best["epoch"]), "mean_dice_at_0.5": entry["val_dice"],
                        "tumor_free_clean": entry["val_free_clean"], "phantom_seeds": "forest validation seeds"},
     })

@@ -27,14 +27,13 @@ nothing is ever unpickled. Only the shipped file or a path the caller chose is l
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..labeling.model import ModelError, manifest_path, sha256_of
+from ..labeling.model import ModelError, manifest_path, sha256_of, verified_manifest
 from ..progress import check_cancel, report, sub_progress
 from ..volume import Volume, from_canonical, to_canonical
 
@@ -152,19 +151,10 @@ def load_tumor_model(path=None, device=None) -> TumorModel:
     from .features import feature_names
 
     path = Path(path) if path else DEFAULT_MODEL
-    if not path.exists():
-        raise TumorModelError(f"{path}: tumor model not found")
-    mpath = manifest_path(path)
-    if not mpath.exists():
-        raise TumorModelError(f"{mpath}: tumor model manifest not found")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise TumorModelError(f"{mpath}: unreadable manifest ({error})") from None
-    expected, actual = str(manifest.get("sha256")), sha256_of(path)
-    if expected != actual:
-        raise TumorModelError(f"{path}: sha256 mismatch: the file has {actual[:12]}..., the manifest expects "
-                              f"{expected[:12]}...; the model was altered or belongs to another manifest")
+        manifest = verified_manifest(path, "tumor model")
+    except ModelError as error:
+        raise TumorModelError(str(error)) from None
     untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
     if untrusted:
         raise TumorModelError(f"{path}: holds types that are not trusted: {', '.join(untrusted)}")
