@@ -157,6 +157,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--json", default=None)
     p.add_argument("--net", default=None, help="tumor network weights the forests also take (see the docstring)")
+    p.add_argument("--shipped-only", action="store_true",
+                   help="score the shipped forest alone (no ablation forests trained); writes the section "
+                        "\"Tumor segmentation: shipped model\"")
     args = p.parse_args(argv)
     from spinetumor.segmentation.train import prepare_case
     from spinetumor.segmentation.tumor_net import load_tumor_net
@@ -165,6 +168,8 @@ def main(argv=None) -> int:
     prepared: dict = {}
     models = {}
     rows = variants(load_tumor_net(args.net) if args.net else None)
+    if args.shipped_only:
+        rows = rows[:1]
     # the default variant last: it may be the shipped model, trained meanwhile by the CLI
     for name, denoiser, clusters, net in rows[1:] + rows[:1]:
         models[(name, denoiser)] = get_model(name, denoiser, clusters, args, prepared, net)
@@ -186,15 +191,21 @@ def main(argv=None) -> int:
     prefix = NET_PREFIX if args.net else ""
     default = models[(prefix + "FCM + RF", "shearlet")][0]
     seconds_512 = time_segmentation(default)
-    seconds_512_none = time_segmentation(models[(prefix + "FCM + RF", "none")][0])
-    body = report(models, results, kinds, skipped, args, seconds_512, seconds_512_none, time.perf_counter() - start)
+    if args.shipped_only:
+        if not default.path:
+            raise SystemExit("--shipped-only: the shipped forest was not trained on these phantoms with this network")
+        body = shipped_report(models, results, kinds, args, seconds_512, time.perf_counter() - start)
+    else:
+        seconds_512_none = time_segmentation(models[(prefix + "FCM + RF", "none")][0])
+        body = report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
+                      time.perf_counter() - start)
     print(body)
     if args.json:
         Path(args.json).write_text(json.dumps({"kinds": kinds, "results": {f"{k[0]}|{k[1]}": v
                                                                             for k, v in results.items()}},
                                               indent=1, default=float))
     if not args.no_write:
-        write_section("Tumor segmentation", body)
+        write_section("Tumor segmentation: shipped model" if args.shipped_only else "Tumor segmentation", body)
     return 0
 
 
@@ -258,47 +269,76 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
              "| variant | denoiser | threshold / min mm³ | tumors | Dice | IoU | precision | recall | voxel accuracy "
              "| tumor-free with nothing found |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, denoiser), (model, _) in models.items():
-        res = results[(name, denoiser)]
-        tumor = [r for r, k in zip(res, kinds) if k != "none"]
-        free = [r for r, k in zip(res, kinds) if k == "none"]
-        clean = f"{sum(not r['found'] for r in free)}/{len(free)}"
-        for t in types + ("all",):
-            sel = [r for r, k in zip(res, kinds) if (k == t if t != "all" else k != "none")]
-            cells = [fmt([r[m] for r in sel]) for m in METRICS]
-            lines.append(f"| {name} | {denoiser} | {model.threshold:g} / {model.min_volume_mm3:g} | {t} ({len(sel)}) | "
-                         + " | ".join(cells) + f" | {clean if t == 'all' else ''} |")
+    lines += table_rows(models, results, kinds, best=False)
     lines += ["", "The same forests at the setting with the best validation Dice, ignoring the tumor-free "
               "constraint (what the forests can delineate when false positives are tolerated):", "",
               "| variant | denoiser | threshold / min mm³ | tumors | Dice | IoU | precision | recall | voxel accuracy "
               "| tumor-free with nothing found |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, denoiser), (model, best) in models.items():
+    lines += table_rows(models, results, kinds, best=True)
+    prefix = NET_PREFIX if args.net else ""
+    lines += ["", *shipped_notes(results[(prefix + "FCM + RF", "shearlet")], kinds, prefix, seconds_512,
+                                 seconds_512_none)]
+    lines += ["", findings(results, kinds, prefix)]
+    return "\n".join(lines)
+
+
+TYPES = ("intramedullary", "intradural-extramedullary", "extradural")
+TABLE_HEAD = ["| variant | denoiser | threshold / min mm³ | tumors | Dice | IoU | precision | recall | voxel accuracy "
+              "| tumor-free with nothing found |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def table_rows(models, results, kinds, best: bool) -> list[str]:
+    """Table rows per variant and tumor type, at the shipped setting or (``best``) the best-validation one."""
+    key = "best_" if best else ""
+    lines = []
+    for (name, denoiser), (model, best_setting_) in models.items():
         res = results[(name, denoiser)]
         free = [r for r, k in zip(res, kinds) if k == "none"]
-        clean = f"{sum(not r['best_found'] for r in free)}/{len(free)}"
-        for t in types + ("all",):
+        clean = f"{sum(not r[key + 'found'] for r in free)}/{len(free)}"
+        setting = best_setting_ if best else (model.threshold, model.min_volume_mm3)
+        for t in TYPES + ("all",):
             sel = [r for r, k in zip(res, kinds) if (k == t if t != "all" else k != "none")]
-            cells = [fmt([r[f"best_{m}"] for r in sel]) for m in METRICS]
-            lines.append(f"| {name} | {denoiser} | {best[0]:g} / {best[1]:g} | {t} ({len(sel)}) | "
+            cells = [fmt([r[key + m] for r in sel]) for m in METRICS]
+            lines.append(f"| {name} | {denoiser} | {setting[0]:g} / {setting[1]:g} | {t} ({len(sel)}) | "
                          + " | ".join(cells) + f" | {clean if t == 'all' else ''} |")
-    prefix = NET_PREFIX if args.net else ""
-    default = results[(prefix + "FCM + RF", "shearlet")]
+    return lines
+
+
+def shipped_notes(default: list, kinds, prefix: str, seconds_512: float, seconds_512_none: float | None) -> list[str]:
+    """Slice selection, region of interest and time of the default variant."""
+    from spinetumor.segmentation.features import ROI_MM
+
     tumor = [r for r, k in zip(default, kinds) if k != "none"]
     total_truth = sum(r["truth_voxels"] for r in tumor)
     lost = sum(r["lost_by_slices"] for r in tumor)
     outside = sum(r["outside_roi"] for r in tumor)
     kept = np.mean([r["slices_kept"] / max(r["slices"], 1) for r in default])
     secs = np.mean([r["seconds"] for r in default])
-    lines += ["",
-              f"Slice selection ({prefix}FCM + RF, shearlet): {kept:.0%} of the slices of the canal box kept on average; "
-              f"tumor voxels in dropped slices: {lost} of {total_truth}. Tumor voxels outside the region of "
-              f"interest (farther than {__import__('spinetumor.segmentation.features', fromlist=['ROI_MM']).ROI_MM:g} mm "
-              f"from the found sac): {outside} of {total_truth}.",
-              "",
-              f"Time of `segment_tumor` on a 512 x 512 x 15 volume (canal step included, median of 3): "
-              f"{seconds_512:.1f} s with the shearlet, {seconds_512_none:.1f} s without denoising; "
-              f"features + forest on the test phantoms: {secs:.1f} s per case on average.",
-              "", findings(results, kinds, prefix)]
+    none = f", {seconds_512_none:.1f} s without denoising" if seconds_512_none is not None else ""
+    return [f"Slice selection ({prefix}FCM + RF, shearlet): {kept:.0%} of the slices of the canal box kept on average; "
+            f"tumor voxels in dropped slices: {lost} of {total_truth}. Tumor voxels outside the region of "
+            f"interest (farther than {ROI_MM:g} mm from the found sac): {outside} of {total_truth}.",
+            "",
+            f"Time of `segment_tumor` on a 512 x 512 x 15 volume (canal step included, median of 3): "
+            f"{seconds_512:.1f} s with the shearlet{none}; features + forest on the test phantoms: "
+            f"{secs:.1f} s per case on average."]
+
+
+def shipped_report(models, results, kinds, args, seconds_512, total) -> str:
+    """The "shipped model" section: the default variant alone, on the same held-out phantoms."""
+    (name, denoiser), (model, _) = next(iter(models.items()))
+    net = model.manifest.get("tumor_net", {})
+    lines = [f"Machine: {machine()}. Script: `benchmarks/segmentation.py --shipped-only` (--train-cases "
+             f"{args.train_cases} --val-cases {args.val_cases} --per-type {args.per_type} --free {args.free} "
+             f"--seed {args.seed} --net {args.net}; {total / 60:.0f} min).", "",
+             f"The shipped forest (`spinetumor/models/tumor_rf.skops`, {name}, {denoiser}) with its tumor network "
+             f"(`{net.get('file', '-')}`, sha256 {str(net.get('sha256', ''))[:12]}...) on the same held-out phantoms "
+             "as the ablation below; only this variant is retrained when the network changes, so the ablation "
+             "rows below name the network they were measured with.", "", *TABLE_HEAD,
+             *table_rows(models, results, kinds, best=False), "",
+             "At the best-validation-Dice setting (tumor-free constraint ignored):", "", *TABLE_HEAD,
+             *table_rows(models, results, kinds, best=True), "",
+             *shipped_notes(results[(name, denoiser)], kinds, "", seconds_512, None)]
     return "\n".join(lines)
 
 

@@ -198,3 +198,13 @@ def test_cli_hard_negatives_need_starting_weights(tmp_path, capsys):
     code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--init", str(tmp_path / "none.pt")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no such weights file" in err[0]
+
+
+def test_hard_negatives_are_searched_in_every_phantom_but_a_share_of_augmented_samples():
+    from spinetumor.segmentation.net_train import HARD_SEARCH_EVERY_AUGMENTED, hard_negative_index
+
+    shape = (2, 20, 20)
+    case = {"image": np.ones(shape, np.float16), "sac": np.ones(shape, np.uint8), "tumor": np.zeros(shape, np.uint8)}
+    names = [f"aug_{i:02d}" for i in range(8)] + ["phantom_1", "free_chu_02"]
+    index = hard_negative_index(_SaysTumorEverywhere(), {n: case for n in names}, "cpu")
+    assert sorted(index) == sorted(["phantom_1", "free_chu_02"] + names[:8:HARD_SEARCH_EVERY_AUGMENTED])

@@ -50,6 +50,10 @@ POSITIVE_FRACTION = 0.5
 HARD_MARGIN = 3
 #: At most this many hard-negative centres are kept per case (evenly subsampled).
 HARD_PER_CASE = 4000
+#: Hard negatives are searched in every phantom and tumor-free scan but only in every n-th
+#: augmented sample: those repeat the same few real scans (whose tumor-free copies are searched
+#: too), and predicting a whole real scan takes seconds on a CPU.
+HARD_SEARCH_EVERY_AUGMENTED = 4
 
 
 @dataclass
@@ -234,16 +238,24 @@ def _indices(cases: dict) -> tuple[dict, dict]:
 
 def hard_negative_index(net, cases: dict, device) -> dict:
     """Per case, the (s, r, c) of pixels where ``net`` says tumor (probability >= 0.5) and no
-    tumor is within :data:`HARD_MARGIN` pixels in-plane (at most :data:`HARD_PER_CASE`, evenly
-    subsampled; cases with none are left out)."""
+    tumor is within :data:`HARD_MARGIN` pixels in-plane, on the slices holding sac or tumor (at
+    most :data:`HARD_PER_CASE`, evenly subsampled; cases with none are left out). Augmented
+    samples (names ``aug_*``) are searched one in :data:`HARD_SEARCH_EVERY_AUGMENTED`."""
     from scipy import ndimage
 
     index = {}
+    augmented = [name for name in sorted(cases) if name.startswith("aug_")]
+    skip = set(augmented) - set(augmented[::HARD_SEARCH_EVERY_AUGMENTED])
     for name, case in cases.items():
+        if name in skip:
+            continue
         tumor = case["tumor"] > 0
         near = ndimage.binary_dilation(tumor, np.ones((1, 2 * HARD_MARGIN + 1, 2 * HARD_MARGIN + 1), bool)) \
             if tumor.any() else tumor
-        found = np.argwhere((case_probability(net, case, device) >= 0.5) & ~near)
+        # only where training patches are drawn: slices with sac pixels (lateral slices of a
+        # real scan's canal box hold none, and predicting them would cost most of the time)
+        with_sac = np.flatnonzero(case["sac"].any(axis=(1, 2)) | tumor.any(axis=(1, 2)))
+        found = np.argwhere((case_probability(net, case, device, with_sac) >= 0.5) & ~near)
         if len(found):
             index[name] = found[:: max(1, len(found) // HARD_PER_CASE)]
     return index
@@ -266,8 +278,9 @@ def _hard_pool(path: Path, net, cases: dict, device, log) -> dict:
 
 # --------------------------------------------------------------------------- validation
 
-def case_probability(net, case: dict, device) -> np.ndarray:
-    """Tumor probability [s, r, c] of ``net`` on every slice of a network-grid case."""
+def case_probability(net, case: dict, device, slices=None) -> np.ndarray:
+    """Tumor probability [s, r, c] of ``net`` on the slices of a network-grid case (``slices``:
+    indices to predict, default all; the others stay 0)."""
     import torch
 
     from ..labeling.network import NetConfig, min_input_multiple
@@ -275,12 +288,16 @@ def case_probability(net, case: dict, device) -> np.ndarray:
 
     multiple = min_input_multiple(NetConfig.from_dict(NET_CONFIG))
     x = net_channels(case["image"].astype(np.float32), case["sac"])
+    index = np.arange(len(x)) if slices is None else np.asarray(slices, int)
     h, w = x.shape[2:]
-    x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
+    x = np.pad(x[index], ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
+    out = np.zeros((len(case["image"]), h, w), np.float32)
     net.eval()
     with torch.inference_mode():
-        return np.concatenate([torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w]
-                               .cpu().numpy() for i in range(0, len(x), 8)])
+        for i in range(0, len(x), 8):
+            out[index[i:i + 8]] = torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w] \
+                .cpu().numpy()
+    return out
 
 
 def validate(net, cases: dict, device) -> dict:
