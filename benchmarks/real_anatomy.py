@@ -119,13 +119,22 @@ def score_network(net, cases) -> list[dict]:
     return out
 
 
-def network_row(test_cases, free_cases) -> dict:
-    """The shipped forest's tumor network scored alone on the test tumors and tumor-free scans."""
+def network_row(test_cases, free_cases, weights=None) -> dict:
+    """A tumor network scored alone on the test tumors and tumor-free scans (default: the
+    shipped forest's; ``weights``: another network file, e.g. an earlier shipped one)."""
     from spinetumor.segmentation.tumor import load_tumor_model
+    from spinetumor.segmentation.tumor_net import load_tumor_net
 
-    net = load_tumor_model().net
+    net = load_tumor_net(weights) if weights else load_tumor_model().net
     return {"tumors": score_network(net, test_cases), "free": score_network(net, free_cases),
             "network_sha256": net.sha256}
+
+
+def other_network_name(weights: str) -> str:
+    """The table row of a network given with ``--other-network``."""
+    from spinetumor.labeling.model import sha256_of
+
+    return f"network {sha256_of(weights)[:12]}... alone ({weights}, probability >= 0.5, no post-processing)"
 
 
 def tumor_free_cases(chu_dir: Path, cases) -> list:
@@ -143,7 +152,7 @@ def tumor_free_cases(chu_dir: Path, cases) -> list:
     return out
 
 
-def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print) -> dict:
+def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, other_networks=()) -> dict:
     """Shipped forest vs the same training plus the real-anatomy dataset."""
     from spinetumor.segmentation.train import run_from_args
     from spinetumor.segmentation.tumor import load_tumor_model
@@ -172,6 +181,8 @@ def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print) -
         log(f"forest {name}: {overlap_row(tumors)}")
     if shipped.uses_net:
         result[NETWORK_ALONE] = network_row(test_cases, free_cases)
+    for weights in other_networks or ():
+        result[other_network_name(weights)] = network_row(test_cases, free_cases, weights)
     return result
 
 
@@ -252,8 +263,9 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
              "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms). Test tumors "
              "in real anatomy; tumor-free: the three Chu test scans themselves. The last rows, where present, "
              "score the tumor network that the shipped forest takes as a feature, thresholded alone.", "",
-             "| forest | tumors | Dice | IoU | precision | recall | tumors touched | tumor-free scans with nothing found |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| forest | tumors | Dice | IoU | precision | recall | tumors touched | tumor-free scans with nothing found "
+             "| voxels marked in the tumor-free scans |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["forest"].items():
         clean = sum(f["pred"] == 0 for f in r["free"])
         for kind in list(CLASSES) + ["all"]:
@@ -262,8 +274,9 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
                 continue
             o = overlap_row(rows)
             free = f"{clean}/{len(r['free'])}" if kind == "all" else ""
+            marked = " ".join(str(f["pred"]) for f in r["free"]) if kind == "all" else ""
             lines.append(f"| {name} | {kind} ({len(rows)}) | {o['dice']:.3f} | {o['iou']:.3f} | {o['precision']:.3f} "
-                         f"| {o['recall']:.3f} | {sum(t['tp'] > 0 for t in rows)}/{len(rows)} | {free} |")
+                         f"| {o['recall']:.3f} | {sum(t['tp'] > 0 for t in rows)}/{len(rows)} | {free} | {marked} |")
     lines += ["", "**CNN tumor type** (exact inserted tumor mask, sac and cord from canal.py). Confusion rows: true "
               "IM, IDEM, ED.", "",
               "| CNN | real-anatomy test tumors: accuracy | confusion | held-out phantoms: accuracy | confusion |",
@@ -319,6 +332,8 @@ def main(argv=None) -> int:
                    help="phantom caches of the classification trainer (built when missing)")
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/result.json")
+    p.add_argument("--other-network", action="append", default=[], metavar="WEIGHTS",
+                   help="also score this tumor network alone (e.g. an earlier shipped one); repeatable")
     p.add_argument("--network-only", action="store_true",
                    help="add (or redo) the network-alone row in OUT/result.json, then rewrite the section")
     args = p.parse_args(argv)
@@ -342,7 +357,8 @@ def main(argv=None) -> int:
                 "test": build_dataset(out / "test", CHU_VALIDATION, sources(TEST_SOURCE_SEED, TEST_SOURCES_PER_TYPE), 1, chu)}
     test_training = list(read_training_cases([out / "test"]))
     test_cases = augmented_cases(None, cases=test_training)
-    result = {"forest": forest_part(out, out / "train", test_cases, tumor_free_cases(chu, CHU_VALIDATION)),
+    result = {"forest": forest_part(out, out / "train", test_cases, tumor_free_cases(chu, CHU_VALIDATION),
+                                    other_networks=args.other_network),
               "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
     result["elapsed_s"] = time.time() - t0
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
