@@ -6,8 +6,8 @@ touches, its epicentre level, its compartment by a transparent geometric rule, i
 volume, its extent along the local spine axis, anterior-posterior and left-right, its
 centroid (RAS) and how much of the canal's cross-section it occupies at its worst.
 
-**Level slabs** (:func:`level_planes`, :func:`levels_of`, :func:`spanned_levels`; the
-phantom's ground truth uses the same functions, so truth and measurement cannot drift apart). Level *k*
+**Level slabs** (:func:`level_planes`, :func:`levels_of`; the phantom's ground truth
+uses the same two functions, so truth and measurement cannot drift apart). Level *k*
 is the slab between the superior plane of body *k* and that of the next level, i.e.
 body *k* plus the disc below it. A body's superior plane passes through its superior
 extreme (1st percentile of its voxels projected on the local spine axis) perpendicular
@@ -21,9 +21,6 @@ that plane lies the next level (S1 under L5). Everything above the first labeled
 belongs to the level above it (T10 above T11). With T10..L5 and the sacrum (the phantom's
 anatomy map) the slabs are the truth's; with T11..L5 only they agree for tumors within
 T11..L5 except where the L5-S1 disc differs from the L4-L5 one (a few millimetres).
-A tumor spans the levels it reaches at least :data:`MIN_LEVEL_DEPTH_MM` (1 mm) into, along
-the spine axis, and its epicentre level (that of its centroid): a rim of partial-volume
-voxels grazing the next slab does not add a level.
 
 **Disc spaces**: the part of level *k*'s slab below body *k*'s inferior extreme is the
 disc space "k-(k+1)" (e.g. "L2-L3"); a tumor touches it when any voxel lies there.
@@ -68,9 +65,6 @@ CANAL_MARGIN_MM = 4.0
 SUPERIOR_PERCENTILE, INFERIOR_PERCENTILE = 1, 99
 #: Reach (mm) below the top of the sacrum used to measure S1's plane.
 SACRUM_TOP_MM = 25
-#: Depth (mm, along the spine axis) a tumor must reach into a level's slab for that level to
-#: count as spanned (about one in-plane voxel of a lumbar T2 scan); see :func:`spanned_levels`.
-MIN_LEVEL_DEPTH_MM = 1.0
 
 
 class LevelPlane(NamedTuple):
@@ -162,29 +156,6 @@ def levels_of(points_ras: np.ndarray, planes) -> np.ndarray:
         below = (points_ras - p) @ n >= 0
         level = np.where(below, np.maximum(level, idx), level)
     return np.clip(level, 0, len(ALL_LEVELS) - 1)
-
-
-def spanned_levels(points_ras: np.ndarray, planes) -> tuple[list[int], int]:
-    """``(levels, epicentre)``: indices in :data:`ALL_LEVELS` of the levels a tumor spans and of
-    the level of its centroid.
-
-    A level counts when the tumor reaches at least :data:`MIN_LEVEL_DEPTH_MM` into its slab
-    along the spine axis (the extent of its points there, projected on the normal of the
-    slab's plane), or holds the centroid: a tumor whose edge grazes the next slab by less than
-    a voxel (a partial-volume rim, 0-1 voxels deep) does not involve that level.
-    """
-    level = levels_of(points_ras, planes)
-    epicentre = int(levels_of(points_ras.mean(0)[None], planes)[0])
-    if not planes:
-        return sorted(set(level.tolist()) | {epicentre}), epicentre
-    normal_of = {p.index: p.normal for p in planes}
-    spanned = []
-    for index in np.unique(level):
-        normal = normal_of.get(int(index), normal_of.get(int(index) + 1, planes[0].normal))
-        proj = points_ras[level == index] @ normal
-        if index == epicentre or proj.max() - proj.min() >= MIN_LEVEL_DEPTH_MM:
-            spanned.append(int(index))
-    return spanned, epicentre
 
 
 def discs_of(points_ras: np.ndarray, planes) -> list[str]:
@@ -374,8 +345,9 @@ def localize_tumors(tumor: Volume, vertebrae: Volume | None = None, canal: Volum
                             centroid_ras=[round(float(c), 3) for c in centroid])
         spine_axis = np.array([0.0, 0.0, -1.0])
         if planes:
-            spanned, epi = spanned_levels(ras, planes)
-            loc.levels = [ALL_LEVELS[k] for k in spanned]
+            idx = levels_of(ras, planes)
+            loc.levels = [ALL_LEVELS[k] for k in np.unique(idx)]
+            epi = int(levels_of(centroid[None], planes)[0])
             loc.epicenter_level = ALL_LEVELS[epi]
             loc.discs = discs_of(ras, planes)
             spine_axis = _axis_at(planes, epi)

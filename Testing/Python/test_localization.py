@@ -32,7 +32,6 @@ def cases():
 def test_phantom_truth_uses_the_same_level_functions():
     assert phantom._level_planes is localization.level_planes
     assert phantom._levels_of is localization.levels_of
-    assert phantom._spanned_levels is localization.spanned_levels
     assert phantom.ALL_LEVELS == ALL_LEVELS == ("T10",) + labels.LEVEL_NAMES + ("S1",)
 
 
@@ -187,28 +186,3 @@ def test_masks_on_another_grid_are_resampled(cases):
     t = case.truth["tumors"][0]
     assert loc.epicenter_level == t["epicenter_level"]
     assert loc.volume_ml == pytest.approx(t["volume_ml"])
-
-
-def test_a_level_counts_from_one_millimetre_of_tumor_in_its_slab():
-    """Levels spanned: the tumor must reach MIN_LEVEL_DEPTH_MM into a slab (or hold its centroid there)."""
-    from spinetumor.localization import MIN_LEVEL_DEPTH_MM, LevelPlane, spanned_levels
-
-    down = np.array([0.0, 0.0, -1.0])
-    # L2 (index 4) from z = 0 down, L3 (index 5) from z = -30 down
-    planes = [LevelPlane(4, np.array([0.0, 0.0, 0.0]), down, np.array([0.0, 0.0, -25.0])),
-              LevelPlane(5, np.array([0.0, 0.0, -30.0]), down, np.array([0.0, 0.0, -55.0]))]
-
-    def column(top, bottom, step=0.25):
-        z = np.arange(bottom, top + 1e-9, step)
-        return np.stack([np.zeros_like(z), np.zeros_like(z), z], 1)
-
-    graze = column(-10.0, -30.0 - (MIN_LEVEL_DEPTH_MM - 0.5))   # 0.5 mm into L3
-    levels, epicentre = spanned_levels(graze, planes)
-    assert (levels, epicentre) == ([4], 4)
-    reach = column(-10.0, -30.0 - (MIN_LEVEL_DEPTH_MM + 0.5))   # 1.5 mm into L3
-    assert spanned_levels(reach, planes)[0] == [4, 5]
-    above = column(0.5, -20.0)                                  # 0.5 mm above L2: T12's slab (index 3)
-    assert spanned_levels(above, planes)[0] == [4]
-    assert spanned_levels(column(3.0, -20.0), planes)[0] == [3, 4]
-    tiny = np.array([[0.0, 0.0, -30.2]])                        # one point: its own level, however thin
-    assert spanned_levels(tiny, planes) == ([5], 5)
