@@ -152,12 +152,19 @@ def tumor_free_cases(chu_dir: Path, cases) -> list:
     return out
 
 
-def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, other_networks=()) -> dict:
-    """Shipped forest vs the same training plus the real-anatomy dataset."""
+def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, other_networks=(),
+                train_real: bool = True) -> dict:
+    """Shipped forest vs the same training plus the real-anatomy dataset (``train_real=False``:
+    the shipped forest alone, nothing trained)."""
     from spinetumor.segmentation.train import run_from_args
     from spinetumor.segmentation.tumor import load_tumor_model
 
     shipped = load_tumor_model()
+    if not train_real:
+        result = {SHIPPED_FOREST: {"settings": shipped.settings(), "tumors": score_forest(shipped, test_cases),
+                                   "free": score_forest(shipped, free_cases), "training_cases": 0}}
+        log(f"forest {SHIPPED_FOREST}: {overlap_row(result[SHIPPED_FOREST]['tumors'])}")
+        return _network_rows(result, shipped, test_cases, free_cases, other_networks)
     command = shipped.manifest["command"].split()
     model_dir = out / "rf_real"
     done = model_dir / "tumor_rf.json"
@@ -179,6 +186,11 @@ def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, o
         result[name] = {"settings": model.settings(), "tumors": tumors, "free": free,
                         "training_cases": len(model.manifest.get("training", {}).get("extra_cases", []))}
         log(f"forest {name}: {overlap_row(tumors)}")
+    return _network_rows(result, shipped, test_cases, free_cases, other_networks)
+
+
+def _network_rows(result: dict, shipped, test_cases, free_cases, other_networks) -> dict:
+    """``result`` plus the rows of the shipped forest's network and of ``other_networks``, each alone."""
     if shipped.uses_net:
         result[NETWORK_ALONE] = network_row(test_cases, free_cases)
     for weights in other_networks or ():
@@ -334,6 +346,8 @@ def main(argv=None) -> int:
     p.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/result.json")
     p.add_argument("--other-network", action="append", default=[], metavar="WEIGHTS",
                    help="also score this tumor network alone (e.g. an earlier shipped one); repeatable")
+    p.add_argument("--shipped-forest-only", action="store_true",
+                   help="score the shipped forest (and networks) without training the real-anatomy forest")
     p.add_argument("--network-only", action="store_true",
                    help="add (or redo) the network-alone row in OUT/result.json, then rewrite the section")
     args = p.parse_args(argv)
@@ -358,7 +372,8 @@ def main(argv=None) -> int:
     test_training = list(read_training_cases([out / "test"]))
     test_cases = augmented_cases(None, cases=test_training)
     result = {"forest": forest_part(out, out / "train", test_cases, tumor_free_cases(chu, CHU_VALIDATION),
-                                    other_networks=args.other_network),
+                                    other_networks=args.other_network,
+                                    train_real=not args.shipped_forest_only),
               "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
     result["elapsed_s"] = time.time() - t0
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))

@@ -196,11 +196,23 @@ def choose_postprocessing(scores: list[dict], kinds: list[str], thresholds=THRES
                       "dice": np.round(dice, 4).tolist(), "clean_rate": np.round(clean, 4).tolist()}}
 
 
+def validation_plan(val_cases: int, val_free: int, seed: int) -> list[tuple[int, str, bool]]:
+    """Validation phantoms: ``val_cases`` cycling through :data:`KINDS`, plus ``val_free`` more
+    tumor-free ones (seeds from ``VAL_SEED_BASE + 1000*seed + 500``).
+
+    Why extra tumor-free cases: the post-processing must leave :data:`TARGET_CLEAN_RATE` (95 %)
+    of them empty, and the quarter of ``val_cases`` that is tumor-free (4 of 16) cannot tell
+    95 % from 75 %.
+    """
+    plan = phantom_plan(VAL_SEED_BASE, val_cases, seed)
+    return plan + [(VAL_SEED_BASE + 1000 * seed + 500 + i, "none", i % 2 == 0) for i in range(val_free)]
+
+
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
                 denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None,
-                position: bool = False, extra: list | None = None, net=None):
+                position: bool = False, extra: list | None = None, net=None, val_free: int = 0):
     """Train a forest on ``cases`` phantoms (plus ``extra`` prepared cases), choose post-processing
-    on ``val_cases`` other phantoms.
+    on ``val_cases`` other phantoms plus ``val_free`` tumor-free ones (:func:`validation_plan`).
 
     Returns ``(TumorModel, info)`` where ``info`` holds the seeds used, sample counts,
     timings and the validation choice. ``prepared`` may map (seed, kind, with_vertebrae)
@@ -225,7 +237,7 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
 
     rng = np.random.default_rng(seed)
     train_plan = phantom_plan(TRAIN_SEED_BASE, cases, seed)
-    val_plan = phantom_plan(VAL_SEED_BASE, val_cases, seed)
+    val_plan = validation_plan(val_cases, val_free, seed)
     xs, ys, used = [], [], []
     t0 = time.perf_counter()
     for n, item in enumerate(train_plan):
@@ -276,6 +288,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cases", type=int, default=48, help="training phantoms (cycling through the three "
                         "tumor types and tumor-free; default 48)")
     parser.add_argument("--val-cases", type=int, default=16, help="validation phantoms for the threshold (default 16)")
+    parser.add_argument("--val-free", type=int, default=16,
+                        help="extra tumor-free validation phantoms, so that the 95 %% empty rule is measurable "
+                             "(default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantom draw and the forest (default 0)")
     parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS,
                         help=f"fuzzy c-means clusters, 0 for the forest alone (default {DEFAULT_CLUSTERS})")
@@ -319,9 +334,12 @@ def run_from_args(args, progress=None) -> dict:
         raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
     extra = augmented_cases(args.extra) if args.extra else None
     net = _net_beside(args.net, Path(args.out)) if getattr(args, "net", None) else None
+    val_free = getattr(args, "val_free", 0)
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
-                              select_slices=args.clusters > 0, progress=progress, extra=extra, net=net)
+                              select_slices=args.clusters > 0, progress=progress, extra=extra, net=net,
+                              val_free=val_free)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
+               f"--val-free {val_free} "
                f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
                + "".join(f" --extra {d}" for d in args.extra) + (f" --net {args.net}" if getattr(args, "net", None) else ""))
     data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
