@@ -261,14 +261,15 @@ def hard_negative_index(net, cases: dict, device) -> dict:
     return index
 
 
-def _hard_pool(path: Path, net, cases: dict, device, log) -> dict:
-    """The hard-negative index of ``cases``, read from ``path`` or found with ``net`` and written there."""
+def _hard_pool(path: Path, make_net, cases: dict, device, log) -> dict:
+    """The hard-negative index of ``cases``, read from ``path`` or found with ``make_net()`` (the
+    starting network, built only when the pool is not on disk yet) and written there."""
     from ..io import atomic_path
 
     if path.exists():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    index = hard_negative_index(net, cases, device)
+    index = hard_negative_index(make_net(), cases, device)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **index)
@@ -339,22 +340,21 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
     net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     history, start = restore(ckpt, net, optimizer, log)
-    if config.init_from and not ckpt:
+    def starting_network():
         from ..labeling.train import initial_weights
 
-        net.load_state_dict(initial_weights(config.init_from))
+        start = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
+        start.load_state_dict(initial_weights(config.init_from))
+        return start
+
+    if config.init_from and not ckpt:
+        net.load_state_dict(starting_network().state_dict())
         log(f"initialized from {config.init_from}")
     hard_index = {}
     if config.hard_negatives > 0:
         if not config.init_from:
             raise ValueError("hard negatives need starting weights (--init): a random network's mistakes teach nothing")
-        start_net = net
-        if ckpt:   # the pool was found with the starting weights; it is on disk unless the run lost it
-            start_net = build_unet(NetConfig.from_dict(NET_CONFIG)).to(device)
-            from ..labeling.train import initial_weights
-
-            start_net.load_state_dict(initial_weights(config.init_from))
-        hard_index = _hard_pool(out / "hard_negatives.npz", start_net, cases, device, log)
+        hard_index = _hard_pool(out / "hard_negatives.npz", starting_network, cases, device, log)
     for epoch in range(start, config.epochs):
         t0 = time.time()
         rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
