@@ -1,0 +1,30 @@
+"""Benchmark helpers whose numbers go into docs/benchmarks.md: checked on arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.segmentation import EDGE_MM, error_breakdown
+
+
+def test_error_breakdown_sorts_each_wrong_voxel_by_where_it_lies():
+    truth = np.zeros((3, 40, 40), bool)
+    truth[1, 10:20, 10:20] = True          # tumor A: 10 x 10 pixels of 1 mm
+    truth[1, 30:34, 30:34] = True          # tumor B: never touched
+    pred = np.zeros_like(truth)
+    pred[1, 11:21, 10:20] = True           # A shifted one row: one row missed, one row too many
+    pred[1, 2:5, 30:33] = True             # a false finding far from both
+    out = error_breakdown(pred, truth, (4.0, 1.0, 1.0))
+    assert out == {"fn_missed": 16, "fn_edge": 10, "fn_inner": 0, "fp_edge": 10, "fp_far": 9}
+
+
+def test_error_breakdown_counts_deep_misses_apart_from_edge_misses():
+    truth = np.zeros((1, 30, 30), bool)
+    truth[0, 5:25, 5:25] = True
+    pred = truth.copy()
+    pred[0, 13:17, 13:17] = False          # a hole 8 mm from every edge
+    pred[0, 5, 5:25] = False               # the outer row
+    out = error_breakdown(pred, truth, (3.0, 1.0, 1.0))
+    assert EDGE_MM < 8
+    assert out["fn_inner"] == 16 and out["fn_edge"] == 20 and out["fn_missed"] == 0
+    assert out["fp_edge"] == out["fp_far"] == 0
