@@ -282,22 +282,14 @@ def _hard_pool(path: Path, make_net, cases: dict, device, log) -> dict:
 def case_probability(net, case: dict, device, slices=None) -> np.ndarray:
     """Tumor probability [s, r, c] of ``net`` on the slices of a network-grid case (``slices``:
     indices to predict, default all; the others stay 0)."""
-    import torch
-
     from ..labeling.network import NetConfig, min_input_multiple
-    from .tumor_net import NET_CONFIG, net_channels
+    from .tumor_net import NET_CONFIG, channel_probability, net_channels
 
-    multiple = min_input_multiple(NetConfig.from_dict(NET_CONFIG))
     x = net_channels(case["image"].astype(np.float32), case["sac"])
     index = np.arange(len(x)) if slices is None else np.asarray(slices, int)
-    h, w = x.shape[2:]
-    x = np.pad(x[index], ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
-    out = np.zeros((len(case["image"]), h, w), np.float32)
-    net.eval()
-    with torch.inference_mode():
-        for i in range(0, len(x), 8):
-            out[index[i:i + 8]] = torch.softmax(net(torch.from_numpy(x[i:i + 8]).to(device)), 1)[:, 1, :h, :w] \
-                .cpu().numpy()
+    out = np.zeros(x[:, 0].shape, np.float32)
+    if len(index):
+        out[index] = channel_probability(net, x[index], device, min_input_multiple(NetConfig.from_dict(NET_CONFIG)))
     return out
 
 

@@ -134,6 +134,28 @@ def net_channels(norm: np.ndarray, sac: np.ndarray) -> np.ndarray:
     return np.stack([above, x, below, (sac > 0.5).astype(np.float32)], axis=1)
 
 
+def channel_probability(net, x: np.ndarray, device, multiple: int, batch: int = 8, cancel=None) -> np.ndarray:
+    """Tumor probability [n, r, c] of a network on input channels ``x`` [n, 4, r, c] (network grid).
+
+    Rows and columns are zero-padded to a multiple of the network's pooling factor
+    (``multiple``) and cropped back; ``batch`` slices go through the network at a time.
+    """
+    import torch
+
+    from ..progress import check_cancel
+
+    n, _, h, w = x.shape
+    x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
+    out = np.empty((n, h, w), np.float32)
+    net.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            check_cancel(cancel)
+            logits = net(torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).to(device))
+            out[start:start + batch] = torch.softmax(logits.float(), dim=1)[:, 1, :h, :w].cpu().numpy()
+    return out
+
+
 def predict_probability(model: TumorNet, norm: np.ndarray, sac: np.ndarray, spacing, batch: int = 4,
                         cancel=None) -> np.ndarray:
     """Tumor probability on the working grid of a normalised [s, r, c] stack with its sac mask.
@@ -141,22 +163,9 @@ def predict_probability(model: TumorNet, norm: np.ndarray, sac: np.ndarray, spac
     ``norm`` is the image divided by the CSF median, ``spacing`` the working grid's (s, r, c)
     spacing in mm. Slices are padded to a multiple of the network's pooling factor.
     """
-    import torch
-
     from ..labeling.network import NetConfig, min_input_multiple
-    from ..progress import check_cancel
 
     config = NetConfig.from_dict(model.manifest.get("architecture", NET_CONFIG))
-    multiple = min_input_multiple(config)
     x = net_channels(to_net_grid(norm, spacing), to_net_grid(sac.astype(np.float32), spacing))
-    _, _, h, w = x.shape
-    ph, pw = -h % multiple, -w % multiple
-    x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))
-    out = np.empty((x.shape[0], h, w), np.float32)
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch):
-            check_cancel(cancel)
-            logits = model.net(torch.from_numpy(x[start:start + batch]).to(model.device))
-            prob = torch.softmax(logits.float(), dim=1)[:, 1, :h, :w]
-            out[start:start + batch] = prob.cpu().numpy()
+    out = channel_probability(model.net, x, model.device, min_input_multiple(config), batch, cancel)
     return from_net_grid(out, norm.shape)
