@@ -367,6 +367,22 @@ def shipped_notes(default: list, kinds, prefix: str, seconds_512: float, seconds
             f"{secs:.1f} s per case on average."]
 
 
+def network_sentence(model) -> str:
+    """How the forest's tumor network was trained, from its manifest."""
+    manifest = model.net.manifest if model.uses_net else {}
+    if not manifest:
+        return "The shipped forest takes no tumor network."
+    train, val = manifest.get("training", {}), manifest.get("validation", {})
+    start = (f"fine-tuned from the network with sha256 {str(manifest['init_sha256'])[:12]}..."
+             if manifest.get("init_sha256") else "trained from random weights")
+    return (f"Its network was {start} on {train.get('phantoms')} network phantoms, "
+            f"{len(manifest.get('extra_datasets') or {})} augmented real-anatomy dataset(s) and "
+            f"{len(train.get('negatives', []))} tumor-free real scans (hard-negative fraction "
+            f"{train.get('hard_negatives', 0)}); validation Dice at 0.5 {val.get('mean_dice_at_0.5', float('nan')):.3f} "
+            f"on {train.get('val_cases')} validation phantoms (epoch {int(val.get('epoch', -1)) + 1} of "
+            f"{train.get('epochs')}). Command: its manifest, `spinetumor/models/tumor_net.json`.")
+
+
 def shipped_report(models, results, kinds, args, seconds_512, total) -> str:
     """The "shipped model" section: the default variant alone, on the same held-out phantoms."""
     (name, denoiser), (model, _) = next(iter(models.items()))
@@ -377,7 +393,7 @@ def shipped_report(models, results, kinds, args, seconds_512, total) -> str:
              f"The shipped forest (`spinetumor/models/tumor_rf.skops`, {name}, {denoiser}) with its tumor network "
              f"(`{net.get('file', '-')}`, sha256 {str(net.get('sha256', ''))[:12]}...) on the same held-out phantoms "
              "as the ablation below; only this variant is retrained when the network changes, so the ablation "
-             "rows below name the network they were measured with.", "", *TABLE_HEAD,
+             "rows below name the network they were measured with.", "", network_sentence(model), "", *TABLE_HEAD,
              *table_rows(models, results, kinds, best=False), "",
              "At the best-validation-Dice setting (tumor-free constraint ignored):", "", *TABLE_HEAD,
              *table_rows(models, results, kinds, best=True), "",
