@@ -166,13 +166,21 @@ def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, o
         log(f"forest {SHIPPED_FOREST}: {overlap_row(result[SHIPPED_FOREST]['tumors'])}")
         return _network_rows(result, shipped, test_cases, free_cases, other_networks)
     command = shipped.manifest["command"].split()
+
+    def option(name: str, default: int = 0) -> int:
+        """An integer option of the shipped forest's command (``default`` when it has none)."""
+        return int(command[command.index(name) + 1]) if name in command else default
+
     model_dir = out / "rf_real"
     done = model_dir / "tumor_rf.json"
-    if done.exists() and json.loads(done.read_text()).get("tumor_net") != shipped.manifest.get("tumor_net"):
-        done.unlink()                      # trained beside another network than the shipped forest's
+    if done.exists():
+        trained = json.loads(done.read_text())
+        if trained.get("tumor_net") != shipped.manifest.get("tumor_net") or \
+                f"--val-free {option('--val-free')} " not in trained.get("command", "") + " ":
+            done.unlink()                  # trained beside another network or validated otherwise
     if not done.exists():
-        args = argparse.Namespace(out=str(model_dir), cases=int(command[command.index("--cases") + 1]),
-                                  val_cases=int(command[command.index("--val-cases") + 1]), seed=0,
+        args = argparse.Namespace(out=str(model_dir), cases=option("--cases"), val_cases=option("--val-cases"),
+                                  val_free=option("--val-free"), seed=0,
                                   clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(train_dir)],
                                   net=shipped.net.path if shipped.uses_net else None)
         t0 = time.time()
