@@ -152,6 +152,12 @@ def tumor_free_cases(chu_dir: Path, cases) -> list:
     return out
 
 
+def command_option(command: str, name: str, default: int = 0) -> int:
+    """An integer option of a recorded command line (``default`` when it has none)."""
+    words = command.split()
+    return int(words[words.index(name) + 1]) if name in words else default
+
+
 def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, other_networks=(),
                 train_real: bool = True) -> dict:
     """Shipped forest vs the same training plus the real-anatomy dataset (``train_real=False``:
@@ -165,22 +171,18 @@ def forest_part(out: Path, train_dir: Path, test_cases, free_cases, log=print, o
                                    "free": score_forest(shipped, free_cases), "training_cases": 0}}
         log(f"forest {SHIPPED_FOREST}: {overlap_row(result[SHIPPED_FOREST]['tumors'])}")
         return _network_rows(result, shipped, test_cases, free_cases, other_networks)
-    command = shipped.manifest["command"].split()
-
-    def option(name: str, default: int = 0) -> int:
-        """An integer option of the shipped forest's command (``default`` when it has none)."""
-        return int(command[command.index(name) + 1]) if name in command else default
-
+    command = shipped.manifest["command"]
     model_dir = out / "rf_real"
     done = model_dir / "tumor_rf.json"
     if done.exists():
         trained = json.loads(done.read_text())
         if trained.get("tumor_net") != shipped.manifest.get("tumor_net") or \
-                f"--val-free {option('--val-free')} " not in trained.get("command", "") + " ":
+                command_option(trained.get("command", ""), "--val-free") != command_option(command, "--val-free"):
             done.unlink()                  # trained beside another network or validated otherwise
     if not done.exists():
-        args = argparse.Namespace(out=str(model_dir), cases=option("--cases"), val_cases=option("--val-cases"),
-                                  val_free=option("--val-free"), seed=0,
+        args = argparse.Namespace(out=str(model_dir), cases=command_option(command, "--cases"),
+                                  val_cases=command_option(command, "--val-cases"),
+                                  val_free=command_option(command, "--val-free"), seed=0,
                                   clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(train_dir)],
                                   net=shipped.net.path if shipped.uses_net else None)
         t0 = time.time()

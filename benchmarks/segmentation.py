@@ -46,12 +46,9 @@ METRICS = ("dice", "iou", "precision", "recall", "accuracy")
 
 def test_plan(per_type: int, free: int, seed: int) -> list:
     """Held-out phantoms: ``per_type`` of each tumor type, ``free`` tumor-free (seeds from TEST_SEED_BASE)."""
-    from spinetumor.segmentation.train import TEST_SEED_BASE, phantom_plan
+    from spinetumor.segmentation.train import TEST_SEED_BASE, free_plan, phantom_plan
 
-    plan = phantom_plan(TEST_SEED_BASE, 4 * per_type, seed)
-    extra = max(0, free - per_type)
-    plan += [(TEST_SEED_BASE + 1000 * seed + 500 + i, "none", i % 2 == 0) for i in range(extra)]
-    return plan
+    return phantom_plan(TEST_SEED_BASE, 4 * per_type, seed) + free_plan(TEST_SEED_BASE, max(0, free - per_type), seed)
 
 
 def get_model(name, denoiser, clusters, args, prepared, net=None):

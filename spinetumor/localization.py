@@ -6,8 +6,8 @@ touches, its epicentre level, its compartment by a transparent geometric rule, i
 volume, its extent along the local spine axis, anterior-posterior and left-right, its
 centroid (RAS) and how much of the canal's cross-section it occupies at its worst.
 
-**Level slabs** (:func:`level_planes`, :func:`levels_of`; the phantom's ground truth
-uses the same two functions, so truth and measurement cannot drift apart). Level *k*
+**Level slabs** (:func:`level_planes`, :func:`levels_of`, :func:`tumor_levels`; the phantom's
+ground truth uses the same functions, so truth and measurement cannot drift apart). Level *k*
 is the slab between the superior plane of body *k* and that of the next level, i.e.
 body *k* plus the disc below it. A body's superior plane passes through its superior
 extreme (1st percentile of its voxels projected on the local spine axis) perpendicular
@@ -156,6 +156,13 @@ def levels_of(points_ras: np.ndarray, planes) -> np.ndarray:
         below = (points_ras - p) @ n >= 0
         level = np.where(below, np.maximum(level, idx), level)
     return np.clip(level, 0, len(ALL_LEVELS) - 1)
+
+
+def tumor_levels(points_ras: np.ndarray, planes) -> tuple[list[int], int]:
+    """``(levels, epicentre)``: indices in :data:`ALL_LEVELS` of every level slab a tumor's
+    points touch and of the slab holding their centroid."""
+    levels = np.unique(levels_of(points_ras, planes)).tolist()
+    return [int(k) for k in levels], int(levels_of(points_ras.mean(0)[None], planes)[0])
 
 
 def discs_of(points_ras: np.ndarray, planes) -> list[str]:
@@ -345,9 +352,8 @@ def localize_tumors(tumor: Volume, vertebrae: Volume | None = None, canal: Volum
                             centroid_ras=[round(float(c), 3) for c in centroid])
         spine_axis = np.array([0.0, 0.0, -1.0])
         if planes:
-            idx = levels_of(ras, planes)
-            loc.levels = [ALL_LEVELS[k] for k in np.unique(idx)]
-            epi = int(levels_of(centroid[None], planes)[0])
+            spanned, epi = tumor_levels(ras, planes)
+            loc.levels = [ALL_LEVELS[k] for k in spanned]
             loc.epicenter_level = ALL_LEVELS[epi]
             loc.discs = discs_of(ras, planes)
             spine_axis = _axis_at(planes, epi)

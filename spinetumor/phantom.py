@@ -35,6 +35,7 @@ from .volume import CANONICAL_DIRECTION, Reorientation, Volume, reorient
 from .localization import ALL_LEVELS  # noqa: F401  (order of the level names that tumor levels use)
 from .localization import level_planes as _level_planes
 from .localization import levels_of as _levels_of
+from .localization import tumor_levels as _tumor_levels
 
 TUMOR_CHOICES = ("none", "intramedullary", "intradural-extramedullary", "extradural", "several", "random")
 
@@ -939,9 +940,8 @@ def _tumor_truth(anatomy: Volume, tumor_map: Volume, tumors: list[_Tumor], plane
     for i, t in enumerate(tumors, start=1):
         kji = np.argwhere(tumor_map.array == i)
         ras = tumor_map.index_to_ras(kji)
-        levels_idx = np.unique(_levels_of(ras, planes))
+        levels_idx, epi = _tumor_levels(ras, planes)
         centroid = ras.mean(0)
-        epi = int(_levels_of(centroid[None], planes)[0])
         entry = {"id": i, "type": t.type, "levels": [ALL_LEVELS[k] for k in levels_idx],
                  "epicenter_level": ALL_LEVELS[epi], "volume_ml": round(len(kji) * voxel_ml, 6),
                  "voxels": int(len(kji)), "centroid_ras": [round(float(c), 3) for c in centroid],

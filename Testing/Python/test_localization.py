@@ -32,6 +32,7 @@ def cases():
 def test_phantom_truth_uses_the_same_level_functions():
     assert phantom._level_planes is localization.level_planes
     assert phantom._levels_of is localization.levels_of
+    assert phantom._tumor_levels is localization.tumor_levels
     assert phantom.ALL_LEVELS == ALL_LEVELS == ("T10",) + labels.LEVEL_NAMES + ("S1",)
 
 

@@ -204,8 +204,13 @@ def validation_plan(val_cases: int, val_free: int, seed: int) -> list[tuple[int,
     of them empty, and the quarter of ``val_cases`` that is tumor-free (4 of 16) cannot tell
     95 % from 75 %.
     """
-    plan = phantom_plan(VAL_SEED_BASE, val_cases, seed)
-    return plan + [(VAL_SEED_BASE + 1000 * seed + 500 + i, "none", i % 2 == 0) for i in range(val_free)]
+    return phantom_plan(VAL_SEED_BASE, val_cases, seed) + free_plan(VAL_SEED_BASE, val_free, seed)
+
+
+def free_plan(base: int, n: int, seed: int = 0) -> list[tuple[int, str, bool]]:
+    """``n`` tumor-free (phantom seed, "none", with vertebra labels) triples from ``base + 1000*seed + 500``,
+    clear of the :func:`phantom_plan` seeds of the same base."""
+    return [(base + 1000 * seed + 500 + i, "none", i % 2 == 0) for i in range(n)]
 
 
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
