@@ -5,7 +5,9 @@
 * TPTBox sample: ``seg-subreg`` 61 (spinal canal) excludes the cord voxels (60), so the sac
   truth is 60 | 61; the cord Dice compares with label 60 (a short conus piece).
 * SCT cervical: ``t2_seg-manual`` is the cord.
-* Runtime on the Chu cases (381 x 381 x 77, with their vertebra labels) when ../shared is present.
+* The Chu cases (381 x 381 x 77, with their vertebra labels) when ../shared is present: runtime,
+  and the level slab of the cord's lowest voxel. There is no cord reference there, but an
+  adult's conus ends at L1-L2, so a cord reaching L3-L5 is wrong (clumped cauda equina roots).
 
 Writes the table into docs/benchmarks.md, section "Spinal canal and cord", and with
 ``--figures DIR`` sagittal overview PNGs of every case.
@@ -58,6 +60,23 @@ def overview(image, result, path, title) -> None:
     lab = np.where(result.cord.array > 0, labels.value("cord"),
                    np.where(result.canal.array > 0, labels.value("canal"), 0)).astype(np.uint8)
     sagittal_overview(image, image.with_array(lab), path, title=title)
+
+
+def lowest_level(cord, vertebrae) -> str:
+    """Name of the level slab holding the cord's most caudal voxel ("no cord" when empty)."""
+    from spinetumor.localization import ALL_LEVELS, level_planes, levels_of
+
+    kji = np.argwhere(cord.array > 0)
+    if not len(kji):
+        return "no cord"
+    return ALL_LEVELS[int(levels_of(cord.index_to_ras(kji), level_planes(vertebrae)).max())]
+
+
+def _level_order(name: str) -> int:
+    """Sort key of a lowest_level() answer: levels top to bottom, "no cord" first."""
+    from spinetumor.localization import ALL_LEVELS
+
+    return ALL_LEVELS.index(name) if name in ALL_LEVELS else -1
 
 
 def fmt(values) -> str:
@@ -126,7 +145,7 @@ def main(argv=None) -> int:
             image = read_volume(lumbar)
             overview(image, segment_canal_and_cord(image), figures / "sct_lumbar.png", "SCT lumbar")
 
-    times = []
+    times, cord_ends = [], []
     chu = Path(args.data) / "chu_lumbar_t2"
     if chu.is_dir():
         for path in sorted(chu.glob("chu_*_t2.nii.gz")):
@@ -135,6 +154,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             res = segment_canal_and_cord(image, vert)
             times.append(time.perf_counter() - t0)
+            cord_ends.append(lowest_level(res.cord, vert))
             if figures:
                 overview(image, res, figures / f"{path.name.split('_t2')[0]}.png", path.name)
 
@@ -159,7 +179,11 @@ def main(argv=None) -> int:
     ]
     if times:
         body += ["", f"Runtime on the {len(times)} Chu cases (381 x 381 x 77, vertebra labels given): "
-                 f"{np.mean(times):.2f} ± {np.std(times):.2f} s, max {np.max(times):.2f} s."]
+                 f"{np.mean(times):.2f} ± {np.std(times):.2f} s, max {np.max(times):.2f} s.", "",
+                 "Level of the cord's lowest voxel on those cases (no cord reference; an adult's conus ends at "
+                 "L1-L2): " + ", ".join(f"{n} {cord_ends.count(n)}" for n in sorted(set(cord_ends), key=_level_order))
+                 + f"; a cord reaching below L2 in {sum(_level_order(n) > _level_order('L2') for n in cord_ends)}"
+                 f"/{len(cord_ends)}."]
     text = "\n".join(body)
     print(text)
     if not args.no_write:

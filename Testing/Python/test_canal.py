@@ -106,3 +106,38 @@ def test_vertebrae_on_other_grid_rejected(cervical):
     other = Volume(cord_truth.array, (2.0, 2.0, 2.0), cord_truth.origin, cord_truth.direction)
     with pytest.raises(ValueError, match="vertebrae label map must be on the volume's grid"):
         segment_canal_and_cord(image, vertebrae=other)
+
+
+def _tube_scene(length=200, dark_runs=((0, 40), (90, 190))):
+    """A bright sac tube (7 mm radius, 1 mm grid, rows = superior->inferior) with dark
+    7 mm-wide cords filling the row ranges ``dark_runs``."""
+    s, c = np.meshgrid(np.arange(-12, 13), np.arange(-12, 13), indexing="ij")
+    r2 = (s ** 2 + c ** 2)[:, None, :]
+    sac = np.repeat(r2 <= 49, length, axis=1)
+    image = np.where(sac, 1.0, 0.2).astype(np.float32)
+    for lo, hi in dark_runs:
+        image[:, lo:hi][np.repeat(r2 <= 12, hi - lo, axis=1)] = 0.3
+    return image, sac
+
+
+def test_cord_starts_near_the_top_not_at_clumped_roots():
+    from spinetumor.segmentation.canal import segment_cord
+
+    image, sac = _tube_scene()
+    spacing = np.ones(3)
+    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), spacing)
+    rows = np.flatnonzero(cord.any(axis=(0, 2)))
+    # the long dark blob at rows 90-189 (roots clumped in the lower sac) is not the cord
+    assert rows.min() <= 2 and 35 <= rows.max() <= 42, (rows.min(), rows.max())
+    # with vertebra labels the limit is the L2 body's centre: a blob starting above it is the cord
+    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), spacing, latest_start=95)
+    rows = np.flatnonzero(cord.any(axis=(0, 2)))
+    assert rows.min() >= 88 and rows.max() >= 185, (rows.min(), rows.max())
+
+
+def test_no_cord_when_the_only_dark_blob_starts_low():
+    from spinetumor.segmentation.canal import segment_cord
+
+    image, sac = _tube_scene(dark_runs=((90, 190),))
+    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), np.ones(3), latest_start=60)
+    assert not cord.any()

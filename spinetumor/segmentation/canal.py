@@ -21,8 +21,11 @@ superior→inferior, anterior→posterior; see :mod:`spinetumor.volume`).
    the centerline and within :data:`MAX_RADIUS_MM`; each axial cross-section is closed
    and its holes filled so the cord and nerve roots inside belong to the sac.
 4. **Cord**: darker voxels well inside the sac (opened so thin cauda equina roots go),
-   the connected blob spanning the most rows, cut at the conus: where its cross
-   section stays below :data:`MIN_CORD_AREA_MM2` for 4 mm.
+   the connected blob spanning the most rows among those that start high enough, cut at
+   the conus: where its cross section stays below :data:`MIN_CORD_AREA_MM2` for 4 mm.
+   The cord comes down from the brain and ends at L1-L2 in adults, so a dark blob
+   starting below the centre of the L2 body (with vertebra labels; without them, more
+   than :data:`CORD_TOP_MM` below the sac's top) is clumped cauda equina roots, not cord.
 
 The masks are returned in the input geometry (:func:`~spinetumor.volume.from_canonical`).
 """
@@ -46,6 +49,11 @@ TUBE_SCALES = (1.7, 2.5)
 MAX_RADIUS_MM = 14.0
 #: Smallest cross-section (mm^2) of the cord; below it, the cord has ended (conus).
 MIN_CORD_AREA_MM2 = 10.0
+#: Without vertebra labels, the cord must start within this distance (mm) of the sac's top
+#: (about two vertebral levels: the threshold may break the cord's top part off).
+CORD_TOP_MM = 60.0
+#: With vertebra labels, the cord must start above the centre of this body (the conus ends at L1-L2).
+CORD_START_ABOVE = "L2"
 
 
 @dataclass(frozen=True)
@@ -363,14 +371,18 @@ def segment_sac(image: np.ndarray, spacing: np.ndarray, rows: np.ndarray, points
     return sac, box, csf
 
 
-def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spacing: np.ndarray,
+                 latest_start: int | None = None) -> np.ndarray:
     """Cord inside the sac: dark, compact, long, followed from the top down to the conus.
 
     Voxels of the sac (away from its wall) darker than halfway between the CSF level
     and the darkest tenth of the sac in that row are opened with a 1.5 mm disk, which
-    removes the thin cauda equina roots but keeps the cord (about 6-10 mm across). The
-    component with the most rows, starting near the top, is the cord; it ends at the
-    first stretch of 4 mm where its cross-section is under :data:`MIN_CORD_AREA_MM2`.
+    removes the thin cauda equina roots but keeps the cord (about 6-10 mm across). Of the
+    components starting at or above crop row ``latest_start`` (default: :data:`CORD_TOP_MM`
+    below the sac's top row), the one with the most rows is the cord (none: no cord); it
+    ends at the first stretch of 4 mm where its cross-section is under
+    :data:`MIN_CORD_AREA_MM2`. Without the start rule, clumped roots at L3-L5 were taken
+    for the cord on real lumbar scans.
     """
     from scipy import ndimage
 
@@ -391,9 +403,11 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
     lab, n = ndimage.label(dark)
     if n == 0:
         return dark
-    # Rows spanned by each component: the cord is the long one.
+    # Rows spanned by each component starting high enough: the cord is the long one.
+    if latest_start is None:
+        latest_start = int(np.flatnonzero(sac.any(axis=(0, 2)))[0] + CORD_TOP_MM / spacing[1])
     objects = ndimage.find_objects(lab)
-    spans = np.array([sl[1].stop - sl[1].start for sl in objects])
+    spans = np.array([sl[1].stop - sl[1].start if sl[1].start <= latest_start else 0 for sl in objects])
     best = int(np.argmax(spans)) + 1
     if spans[best - 1] * spacing[1] < 15.0:
         return np.zeros_like(sac)
@@ -411,6 +425,17 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
             break
     cord[:, end:, :] = False
     return cord
+
+
+def _cord_start_limit(vertebrae: Volume | None, box) -> int | None:
+    """Crop row of the centre of the :data:`CORD_START_ABOVE` body, the lowest row where the
+    cord may start; None without vertebra labels or without that body."""
+    from ..labels import value
+
+    if vertebrae is None:
+        return None
+    rows = np.nonzero(to_canonical(vertebrae)[0].array == value(CORD_START_ABOVE))[1]
+    return int(round(rows.mean())) - box[1].start if rows.size else None
 
 
 def _centerline_points(sac: np.ndarray, box, rows: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -451,7 +476,7 @@ def segment_canal_and_cord(volume: Volume, vertebrae: Volume | None = None, prog
     sac, box, csf = segment_sac(image, spacing, rows, points)
     check_cancel(cancel)
     report(progress, 0.75, "canal: finding the cord")
-    cord = segment_cord(image[box], sac, csf, spacing) & sac
+    cord = segment_cord(image[box], sac, csf, spacing, _cord_start_limit(vertebrae, box)) & sac
     canal_full = np.zeros(image.shape, np.uint8)
     cord_full = np.zeros(image.shape, np.uint8)
     canal_full[box] = sac
