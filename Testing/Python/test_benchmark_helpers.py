@@ -28,3 +28,27 @@ def test_error_breakdown_counts_deep_misses_apart_from_edge_misses():
     assert EDGE_MM < 8
     assert out["fn_inner"] == 16 and out["fn_edge"] == 20 and out["fn_missed"] == 0
     assert out["fp_edge"] == out["fp_far"] == 0
+
+
+def _scored(tumors: list[tuple[int, int, int]], free_marked: list[int]) -> dict:
+    """A forest's scores on one set: (tp, pred, truth) per tumor, voxels marked per tumor-free scan."""
+    return {"tumors": [{"kind": "extradural", "tp": tp, "pred": p, "truth": t} for tp, p, t in tumors],
+            "free": [{"pred": n} for n in free_marked]}
+
+
+def test_choose_forest_prefers_clean_tumor_free_scans_then_dice_and_ignores_the_test_set():
+    from benchmarks.real_anatomy import choose_forest
+
+    forests = {
+        # better validation Dice (0.8) but marks voxels in one tumor-free validation scan
+        "a": {"settings": {}, "validation": _scored([(80, 100, 100)], [0, 12]), "test": _scored([(0, 9, 100)], [0, 0])},
+        # Dice 0.5, both tumor-free validation scans empty
+        "b": {"settings": {}, "validation": _scored([(50, 100, 100)], [0, 0]), "test": _scored([(0, 9, 100)], [5, 5])},
+        # the network alone (no settings): never chosen
+        "net": {"validation": _scored([(100, 100, 100)], [0, 0])},
+    }
+    assert choose_forest(forests) == "b"
+    forests["a"]["validation"]["free"][1]["pred"] = 0
+    assert choose_forest(forests) == "a"
+    forests["b"]["test"] = _scored([(100, 100, 100)], [0, 0])      # the test set changes nothing
+    assert choose_forest(forests) == "a"
