@@ -225,7 +225,7 @@ def forest_part(out: Path, train_dir: Path, sets: dict, log=print, other_network
             models[REAL_FOREST] = train_forest_variant(out / "rf_real", shipped, [train_dir], log)
     result = {}
     for name, model in sorted(models.items()):
-        result[name] = {"settings": model.settings(), "shipped": model is shipped, "sha256": model.sha256,
+        result[name] = {"settings": model.settings(), "sha256": model.manifest["sha256"],
                         "training_cases": len(model.manifest.get("training", {}).get("extra_cases", []))}
         for set_name, (cases, free) in sets.items():
             result[name][set_name] = {"tumors": score_forest(model, cases), "free": score_forest(model, free)}
@@ -313,6 +313,15 @@ def confusion(truth, pred) -> str:
     return " / ".join(" ".join(str(v) for v in row) for row in m)
 
 
+def shipped_forest(forests: dict) -> str | None:
+    """The row of ``forests`` whose model is the forest shipped now (by sha256), if any: read at
+    report time, so a ``--report-only`` rewrite after shipping the other forest is right."""
+    from spinetumor.segmentation.tumor import DEFAULT_MODEL
+
+    sha = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["sha256"]
+    return next((n for n, r in forests.items() if r.get("sha256") == sha), None)
+
+
 def forest_rows(name: str, set_name: str, scored: dict) -> list[str]:
     """Table rows (per tumor type and all) of one forest or network on one set."""
     lines = []
@@ -351,7 +360,7 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
              "nothing found | voxels marked in the tumor-free scans |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["forest"].items():
-        label = f"{name} (shipped)" if r.get("shipped") else name
+        label = f"{name} (shipped)" if name == shipped_forest(result["forest"]) else name
         for set_name in ("validation", "test"):
             if set_name in r:
                 lines += forest_rows(label, set_name, r[set_name])
@@ -375,7 +384,7 @@ def shipping_note(result: dict) -> str:
     cnn = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     cnn_real = cnn["training"]["config"].get("extra_cases", 0) > 0 or "real_anatomy_test" in cnn
     forests = result["forest"]
-    shipped = next((n for n, r in forests.items() if r.get("shipped")), None)
+    shipped = shipped_forest(forests)
     note = f"Shipped now: the tumor-type CNN {'with' if cnn_real else 'without'} the real-anatomy tumors"
     note += f"; the forest trained on {shipped}." if shipped else "."
     trained = [n for n in forests if "settings" in forests[n]]
