@@ -36,14 +36,14 @@ def _scored(tumors: list[tuple[int, int, int]], free_marked: list[int]) -> dict:
             "free": [{"pred": n} for n in free_marked]}
 
 
-def test_choose_forest_prefers_clean_tumor_free_scans_then_dice_and_ignores_the_test_set():
+def test_choose_forest_needs_clean_phantoms_then_prefers_clean_real_scans_then_dice_and_ignores_the_test_set():
     from benchmarks.real_anatomy import choose_forest
 
     forests = {
         # better validation Dice (0.8) but marks voxels in one tumor-free validation scan
-        "a": {"settings": {}, "validation": _scored([(80, 100, 100)], [0, 12]), "test": _scored([(0, 9, 100)], [0, 0])},
+        "a": {"settings": {}, "phantom_validation": {"validation_clean_rate": 0.95}, "validation": _scored([(80, 100, 100)], [0, 12]), "test": _scored([(0, 9, 100)], [0, 0])},
         # Dice 0.5, both tumor-free validation scans empty
-        "b": {"settings": {}, "validation": _scored([(50, 100, 100)], [0, 0]), "test": _scored([(0, 9, 100)], [5, 5])},
+        "b": {"settings": {}, "phantom_validation": {"validation_clean_rate": 1.0}, "validation": _scored([(50, 100, 100)], [0, 0]), "test": _scored([(0, 9, 100)], [5, 5])},
         # the network alone (no settings): never chosen
         "net": {"validation": _scored([(100, 100, 100)], [0, 0])},
     }
@@ -52,3 +52,5 @@ def test_choose_forest_prefers_clean_tumor_free_scans_then_dice_and_ignores_the_
     assert choose_forest(forests) == "a"
     forests["b"]["test"] = _scored([(100, 100, 100)], [0, 0])      # the test set changes nothing
     assert choose_forest(forests) == "a"
+    forests["a"]["phantom_validation"]["validation_clean_rate"] = 0.9   # misses the 95 % target on phantoms
+    assert choose_forest(forests) == "b"
