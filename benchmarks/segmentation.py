@@ -201,7 +201,12 @@ def main(argv=None) -> int:
                         "\"Tumor segmentation: shipped model\"")
     args = p.parse_args(argv)
     from spinetumor.segmentation.train import prepare_case
+    from spinetumor.segmentation.tumor import load_tumor_model
     from spinetumor.segmentation.tumor_net import load_tumor_net
+
+    if args.shipped_only and not args.net and load_tumor_model().uses_net:
+        # without it the default variant would not match the shipped forest and a fresh one would be trained
+        raise SystemExit(f"--shipped-only: the shipped forest takes a tumor network; pass --net {load_tumor_model().net.path}")
 
     start = time.perf_counter()
     prepared: dict = {}
