@@ -177,6 +177,22 @@ def command_option(command: str, name: str, default: int = 0) -> int:
     return int(words[words.index(name) + 1]) if name in words else default
 
 
+def command_values(command: str, name: str) -> list[str]:
+    """Every value of a repeatable option of a recorded command line (``--extra A --extra B`` -> [A, B])."""
+    words = command.split()
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == name]
+
+
+def same_forest_recipe(trained: dict, shipped, extra: list) -> bool:
+    """Whether a forest manifest was made like the shipped forest (same network, tumor-free
+    validation phantoms and post-processing outline) with exactly ``extra`` as its datasets."""
+    command = shipped.manifest["command"]
+    return (trained.get("tumor_net") == shipped.manifest.get("tumor_net")
+            and command_option(trained.get("command", ""), "--val-free") == command_option(command, "--val-free")
+            and trained.get("settings", {}).get("net_boundary") == shipped.net_boundary
+            and command_values(trained.get("command", ""), "--extra") == [str(d) for d in extra])
+
+
 def forest_name(model) -> str:
     """The table row of a forest: by its training data (the manifest's extra cases)."""
     return REAL_FOREST if model.manifest.get("training", {}).get("extra_cases") else PHANTOM_FOREST
@@ -185,19 +201,14 @@ def forest_name(model) -> str:
 def train_forest_variant(model_dir: Path, shipped, extra: list, log=print):
     """The forest of the shipped command (cases, validation, clusters, denoiser, network) but
     with ``extra`` as its only augmented datasets; trained in ``model_dir`` unless a forest made
-    the same way (same network, validation and datasets) is already there."""
+    the same way (:func:`same_forest_recipe`) is already there."""
     from spinetumor.segmentation.train import run_from_args
     from spinetumor.segmentation.tumor import load_tumor_model
 
     command = shipped.manifest["command"]
     done = model_dir / "tumor_rf.json"
-    if done.exists():
-        trained = json.loads(done.read_text())
-        same = (trained.get("tumor_net") == shipped.manifest.get("tumor_net")
-                and command_option(trained.get("command", ""), "--val-free") == command_option(command, "--val-free")
-                and trained.get("command", "").count("--extra") == len(extra))
-        if not same:
-            done.unlink()
+    if done.exists() and not same_forest_recipe(json.loads(done.read_text()), shipped, extra):
+        done.unlink()
     if not done.exists():
         args = argparse.Namespace(out=str(model_dir), cases=command_option(command, "--cases"),
                                   val_cases=command_option(command, "--val-cases"),

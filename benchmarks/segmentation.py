@@ -89,18 +89,19 @@ def evaluate(model, prep, best) -> dict:
     under ``best`` (the best-validation-Dice setting) as ``best_*``."""
     from spinetumor.metrics import overlap
     from spinetumor.segmentation.features import ROI_MM
-    from spinetumor.segmentation.tumor import postprocess, segment_canonical
+    from spinetumor.segmentation.tumor import network_outline, postprocess, segment_canonical
 
     t0 = time.perf_counter()
     box, prob, dist, stack = segment_canonical(model, prep.image, prep.spacing, prep.canal, prep.cord,
                                                prep.vertebrae)
     vert = prep.vertebrae[box] if prep.vertebrae is not None else None
+    outline = network_outline(model, stack, prob.shape)
     pred = np.zeros(prep.truth.shape, bool)
-    pred[box] = postprocess(prob, model.threshold, model.min_volume_mm3, prep.spacing, dist, vert)
+    pred[box] = postprocess(prob, model.threshold, model.min_volume_mm3, prep.spacing, dist, vert, outline=outline)
     seconds = time.perf_counter() - t0
     m = overlap(pred, prep.truth)
     pred_best = np.zeros(prep.truth.shape, bool)
-    pred_best[box] = postprocess(prob, best[0], best[1], prep.spacing, dist, vert)
+    pred_best[box] = postprocess(prob, best[0], best[1], prep.spacing, dist, vert, outline=outline)
     mb = overlap(pred_best, prep.truth)
     truth_box = prep.truth[box]
     n_truth = int(prep.truth.sum())

@@ -54,3 +54,20 @@ def test_choose_forest_needs_clean_phantoms_then_prefers_clean_real_scans_then_d
     assert choose_forest(forests) == "a"
     forests["a"]["phantom_validation"]["validation_clean_rate"] = 0.9   # misses the 95 % target on phantoms
     assert choose_forest(forests) == "b"
+
+
+def test_a_forest_is_reused_only_when_made_the_same_way():
+    from types import SimpleNamespace
+
+    from benchmarks.real_anatomy import command_values, same_forest_recipe
+
+    command = "spinetumor train segmentation --out x --cases 32 --val-free 16 --extra runs/a/train --net n.safetensors"
+    assert command_values(command, "--extra") == ["runs/a/train"]
+    shipped = SimpleNamespace(manifest={"command": command, "tumor_net": {"sha256": "abc"}}, net_boundary=0.5)
+    trained = {"command": command.replace("--out x", "--out y"), "tumor_net": {"sha256": "abc"},
+               "settings": {"net_boundary": 0.5}}
+    assert same_forest_recipe(trained, shipped, ["runs/a/train"])
+    assert not same_forest_recipe(trained, shipped, ["runs/b/train"])          # another dataset
+    assert not same_forest_recipe(trained, shipped, [])                         # phantoms only
+    assert not same_forest_recipe({**trained, "settings": {}}, shipped, ["runs/a/train"])   # forest's own outline
+    assert not same_forest_recipe({**trained, "tumor_net": {"sha256": "def"}}, shipped, ["runs/a/train"])

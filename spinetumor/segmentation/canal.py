@@ -168,18 +168,18 @@ def _coarse_to_full(index, factor) -> np.ndarray:
     return np.asarray(index, dtype=float) * factor + (factor - 1) / 2.0
 
 
-def _vertebra_prior(vertebrae: Volume | None, coarse_shape, factor) -> tuple[np.ndarray, np.ndarray] | None:
+def _vertebra_prior(vertebrae: np.ndarray | None, coarse_shape, factor) -> tuple[np.ndarray, np.ndarray] | None:
     """Search weights from a vertebral-body label map: (rows, columns) and (slices,).
 
     The column weight is 1 from 6 mm in front of the bodies' posterior edge to 45 mm
     behind it (the canal lies just behind the bodies) and 0 elsewhere; the edge is
     interpolated between labeled rows and extrapolated linearly beyond them. The slice
     weight is a Gaussian (sd 12 mm) around the bodies' left-right centre. ``None``
-    without a usable label map.
+    without a usable label map. ``vertebrae``: the label map as a canonical array.
     """
     if vertebrae is None:
         return None
-    lab = to_canonical(vertebrae)[0].array > 0
+    lab = vertebrae > 0
     if not lab.any():
         return None
     rows = np.nonzero(lab.any(axis=(0, 2)))[0]
@@ -247,14 +247,14 @@ def _longest_run(flags: np.ndarray, max_gap: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- steps
 
-def find_centerline(image: np.ndarray, spacing: np.ndarray, vertebrae: Volume | None = None
+def find_centerline(image: np.ndarray, spacing: np.ndarray, vertebrae: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Coarse centerline of the canal in full-resolution canonical indices.
 
     Returns ``(rows, points)``: the rows (superior→inferior) where a bright tube was
     followed and, per row, its (s, c) position as floats. ``image`` is the normalized
     canonical array, ``spacing`` its per-axis spacing (mm); ``vertebrae`` an optional
-    vertebral-body label map on the same grid as the input volume.
+    vertebral-body label map, canonical like ``image``.
     """
     from scipy import ndimage
 
@@ -427,14 +427,14 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
     return cord
 
 
-def _cord_start_limit(vertebrae: Volume | None, box) -> int | None:
+def _cord_start_limit(vertebrae: np.ndarray | None, box) -> int | None:
     """Crop row of the centre of the :data:`CORD_START_ABOVE` body, the lowest row where the
-    cord may start; None without vertebra labels or without that body."""
+    cord may start; None without vertebra labels (a canonical array) or without that body."""
     from ..labels import value
 
     if vertebrae is None:
         return None
-    rows = np.nonzero(to_canonical(vertebrae)[0].array == value(CORD_START_ABOVE))[1]
+    rows = np.nonzero(vertebrae == value(CORD_START_ABOVE))[1]
     return int(round(rows.mean())) - box[1].start if rows.size else None
 
 
@@ -468,15 +468,16 @@ def segment_canal_and_cord(volume: Volume, vertebrae: Volume | None = None, prog
     canon, _ = to_canonical(volume)
     spacing = _axis_spacing(canon)
     image = _normalize(canon.array)
+    vert_c = to_canonical(vertebrae)[0].array if vertebrae is not None else None
     check_cancel(cancel)
     report(progress, 0.2, "canal: following the bright tube")
-    rows, points = find_centerline(image, spacing, vertebrae)
+    rows, points = find_centerline(image, spacing, vert_c)
     check_cancel(cancel)
     report(progress, 0.5, "canal: growing the thecal sac")
     sac, box, csf = segment_sac(image, spacing, rows, points)
     check_cancel(cancel)
     report(progress, 0.75, "canal: finding the cord")
-    cord = segment_cord(image[box], sac, csf, spacing, _cord_start_limit(vertebrae, box)) & sac
+    cord = segment_cord(image[box], sac, csf, spacing, _cord_start_limit(vert_c, box)) & sac
     canal_full = np.zeros(image.shape, np.uint8)
     cord_full = np.zeros(image.shape, np.uint8)
     canal_full[box] = sac

@@ -150,17 +150,19 @@ def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUME
     """Overlap counts of one case for every (threshold, minimum volume) pair, plus timing.
 
     Returns ``{"tp", "pred", "truth"}`` arrays of shape (thresholds, volumes) and ``seconds``
-    (features + forest). Post-processing is :func:`~.tumor.postprocess`'s, done once per
-    threshold (the volume filter only drops components).
+    (features + forest). Post-processing is :func:`~.tumor.postprocess`'s: components once per
+    threshold (the volume filter only drops components), then, for a model that redraws its
+    tumors along the network's outline, the redraw of each kept set.
     """
-    from .tumor import components, segment_canonical
+    from .tumor import components, network_outline, redraw_along_network, segment_canonical
 
     t0 = time.perf_counter()
-    box, prob, dist, _ = segment_canonical(tm, prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae)
+    box, prob, dist, stack = segment_canonical(tm, prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae)
     seconds = time.perf_counter() - t0
     truth = prep.truth[box]
     n_truth = int(prep.truth.sum())
     vert = prep.vertebrae[box] if prep.vertebrae is not None else None
+    outline = network_outline(tm, stack, prob.shape)
     voxel_mm3 = float(np.prod(prep.spacing))
     tp = np.zeros((len(thresholds), len(volumes)), np.int64)
     pred = np.zeros_like(tp)
@@ -170,8 +172,13 @@ def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUME
         for j, v in enumerate(volumes):
             keep = (voxels * voxel_mm3 >= v) & near
             keep[0] = False
-            tp[i, j] = hits[keep].sum()
-            pred[i, j] = voxels[keep].sum()
+            if outline is None:
+                tp[i, j] = hits[keep].sum()
+                pred[i, j] = voxels[keep].sum()
+            else:
+                mask = redraw_along_network(keep[lab], outline)
+                tp[i, j] = int((mask & truth).sum())
+                pred[i, j] = int(mask.sum())
     return {"tp": tp, "pred": pred, "truth": np.full(tp.shape, n_truth), "seconds": seconds}
 
 
@@ -230,7 +237,7 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     """
     from ..progress import report
     from .features import model_features
-    from .tumor import TumorModel
+    from .tumor import NET_BOUNDARY, TumorModel
 
     names = model_features(clusters, position, net=net is not None)
     prepared = {} if prepared is None else prepared
@@ -262,7 +269,8 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     report(progress, 0.6, f"fitting the forest on {len(y)} voxels")
     forest = fit_forest(x, y, seed)
     fit_seconds = time.perf_counter() - t0
-    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names, net=net)
+    model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names, net=net,
+                       net_boundary=NET_BOUNDARY if net is not None else None)
     scores, kinds, val_used = [], [], []
     for n, item in enumerate(val_plan):
         report(progress, 0.7 + 0.3 * n / max(len(val_plan), 1), f"validation phantom {n + 1}/{len(val_plan)}")

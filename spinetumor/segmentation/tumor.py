@@ -15,7 +15,13 @@
 4. post-processing on the input's grid: a 1 mm in-plane Gaussian on the probabilities
    (:data:`PROB_SMOOTH_MM`), linear interpolation back to the input's grid, threshold, hole filling per sagittal slice, 3D connected components, removal of
    components under a minimum volume (mm³) or farther than :data:`NEAR_MM` from the sac
-   (and not touching the vertebral bodies): tumors of these compartments live there.
+   (and not touching the vertebral bodies): tumors of these compartments live there;
+5. for a forest that takes the tumor network's features, each tumor it keeps is redrawn
+   along the network's outline (:func:`redraw_along_network`): the forest decides where the
+   tumors are, the network's probability >= :data:`NET_BOUNDARY` where they end. Measured on
+   the validation phantoms and the real-anatomy validation set, the network's edge is the
+   tighter one (the forest's votes, smoothed, spill 1-3 mm past the tumor:
+   ``docs/benchmarks.md``, "Tumor segmentation: shipped model").
 
 The model is a scikit-learn ``RandomForestClassifier`` stored with skops
 (``spinetumor/models/tumor_rf.skops``) beside a JSON manifest holding its sha256, feature
@@ -53,6 +59,9 @@ NEAR_MM = 6.0
 #: In-plane Gaussian (mm) applied to the forest's probabilities: voxel-wise votes are noisy
 #: on textured tumors; a little smoothing gives compact masks.
 PROB_SMOOTH_MM = 1.0
+#: Network probability at which a found tumor's outline is drawn (step 5): the network was
+#: trained with cross-entropy plus soft Dice, so 0.5 is its own decision boundary.
+NET_BOUNDARY = 0.5
 
 
 class TumorModelError(ModelError):
@@ -73,6 +82,7 @@ class TumorModel:
     manifest: dict = field(default_factory=dict)
     path: str | None = None
     net: object = None         # the loaded TumorNet when the forest takes its features
+    net_boundary: float | None = None   # step 5: redraw found tumors at this network probability
 
     def __post_init__(self):
         from .features import model_features
@@ -92,7 +102,8 @@ class TumorModel:
 
     def settings(self) -> dict:
         return {"clusters": int(self.clusters), "denoiser": self.denoiser, "threshold": float(self.threshold),
-                "min_volume_mm3": float(self.min_volume_mm3), "select_slices": bool(self.select_slices)}
+                "min_volume_mm3": float(self.min_volume_mm3), "select_slices": bool(self.select_slices),
+                "net_boundary": None if self.net_boundary is None else float(self.net_boundary)}
 
 
 @dataclass(frozen=True)
@@ -168,9 +179,13 @@ def load_tumor_model(path=None, device=None) -> TumorModel:
                               f"{', '.join(unknown) or '(none listed)'}")
     model = TumorModel(forest, clusters, str(settings.get("denoiser", "shearlet")),
                        float(settings.get("threshold", 0.5)), float(settings.get("min_volume_mm3", 0.0)),
-                       bool(settings.get("select_slices", True)), tuple(features), manifest, str(path))
+                       bool(settings.get("select_slices", True)), tuple(features), manifest, str(path),
+                       net_boundary=settings.get("net_boundary"))
     if model.uses_net:
         model.net = _load_net_of(path, manifest, device)
+    elif model.net_boundary is not None:
+        raise TumorModelError(f"{path}: the manifest draws tumors along the network's outline, but the forest "
+                              "takes no network features")
     if getattr(forest, "n_features_in_", None) != len(model.feature_names):
         raise TumorModelError(f"{path}: the forest takes {getattr(forest, 'n_features_in_', '?')} features, "
                               f"the manifest lists {len(model.feature_names)}")
@@ -237,6 +252,16 @@ def predict_working(forest, stack, names) -> np.ndarray:
     return prob
 
 
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool [s, r, c]) with the holes of each sagittal slice filled (a copy)."""
+    from scipy import ndimage
+
+    mask = np.array(mask, dtype=bool)
+    for s in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        mask[s] = ndimage.binary_fill_holes(mask[s])
+    return mask
+
+
 def components(probability: np.ndarray, threshold: float, dist_canal: np.ndarray,
                vertebrae: np.ndarray | None = None, near_mm: float = NEAR_MM):
     """Thresholded, hole-filled (per sagittal slice) 3D components of a probability array.
@@ -247,9 +272,7 @@ def components(probability: np.ndarray, threshold: float, dist_canal: np.ndarray
     """
     from scipy import ndimage
 
-    mask = probability >= threshold
-    for s in np.nonzero(mask.any(axis=(1, 2)))[0]:
-        mask[s] = ndimage.binary_fill_holes(mask[s])
+    mask = fill_holes_per_slice(probability >= threshold)
     lab, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
     voxels = np.bincount(lab.ravel(), minlength=n + 1)
     near = np.zeros(n + 1, bool)
@@ -261,17 +284,58 @@ def components(probability: np.ndarray, threshold: float, dist_canal: np.ndarray
     return lab, voxels, near
 
 
+def network_outline(tm: TumorModel, stack, box_shape) -> np.ndarray | None:
+    """Where the tumor network's probability reaches the model's ``net_boundary`` (bool, box
+    shape, holes filled per sagittal slice), or None when the model keeps the forest's outline.
+
+    The network's probability is read back from the feature stack (its ``net_probability``
+    column on the working grid's region of interest, 0 elsewhere) and interpolated to the
+    box's full grid like the forest's.
+    """
+    from .features import upsample
+
+    if tm.net_boundary is None:
+        return None
+    work = np.zeros(stack.roi.shape, np.float32)
+    work[stack.roi] = stack.columns(["net_probability"])[:, 0]
+    return fill_holes_per_slice(upsample(work, stack.factor, box_shape) >= float(tm.net_boundary))
+
+
+def outline_regions(found: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    """Labels of the 3D components of ``found | outline`` (26-connectivity minus corners, as
+    :func:`components`): each found tumor lies in exactly one of them."""
+    from scipy import ndimage
+
+    return ndimage.label(found | outline, structure=ndimage.generate_binary_structure(3, 2))[0]
+
+
+def redraw_along_network(found: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    """Step 5: the voxels of ``outline`` (the network's mask) connected to a ``found`` tumor.
+
+    A tumor the forest found keeps the network's extent: voxels of the forest's mask outside
+    the network's drop, the network's voxels around it join; the network's regions that hold
+    no found tumor stay out (the forest decides where the tumors are).
+    """
+    regions = outline_regions(found, outline)
+    hit = np.unique(regions[found])
+    return np.isin(regions, hit[hit > 0]) & outline
+
+
 def postprocess(probability: np.ndarray, threshold: float, min_volume_mm3: float, spacing: np.ndarray,
-                dist_canal: np.ndarray, vertebrae: np.ndarray | None = None, near_mm: float = NEAR_MM) -> np.ndarray:
-    """Binary tumor mask from a canonical probability array (see the module docstring, step 4).
+                dist_canal: np.ndarray, vertebrae: np.ndarray | None = None, near_mm: float = NEAR_MM,
+                outline: np.ndarray | None = None) -> np.ndarray:
+    """Binary tumor mask from a canonical probability array (see the module docstring, steps 4-5).
 
     ``spacing`` per canonical axis (mm); ``dist_canal`` the signed distance (mm) to the sac
-    on the same grid; ``vertebrae`` an optional bool mask of the vertebral bodies.
+    on the same grid; ``vertebrae`` an optional bool mask of the vertebral bodies;
+    ``outline`` the network's mask (:func:`network_outline`) the found tumors are redrawn
+    along, or None to keep the forest's outline.
     """
     lab, voxels, near = components(probability, threshold, dist_canal, vertebrae, near_mm)
     keep = (voxels * float(np.prod(spacing)) >= min_volume_mm3) & near
     keep[0] = False
-    return keep[lab]
+    found = keep[lab]
+    return found if outline is None else redraw_along_network(found, outline)
 
 
 def segment_canonical(tm: TumorModel, image: np.ndarray, spacing: np.ndarray, canal: np.ndarray,
@@ -363,11 +427,12 @@ def segment_tumor(volume: Volume, vertebrae: Volume | None = None, canal: Volume
     report(progress, 0.9, "tumor: post-processing")
     vert_box = vert_c[box] if vert_c is not None else None
     mask = np.zeros(canon.shape, bool)
-    mask[box] = postprocess(prob_box, threshold, tm.min_volume_mm3, spacing, dist_box, vert_box)
+    outline = network_outline(tm, stack, prob_box.shape)
+    mask[box] = postprocess(prob_box, threshold, tm.min_volume_mm3, spacing, dist_box, vert_box, outline=outline)
     prob = np.zeros(canon.shape, np.float32)
     prob[box] = prob_box
     report(progress, 1.0, "tumor: done")
-    info = {"threshold": threshold, "denoiser": denoiser, "clusters": tm.clusters,
+    info = {"threshold": threshold, "denoiser": denoiser, "clusters": tm.clusters, "net_boundary": tm.net_boundary,
             "slices_kept": [int(s) for s in stack.slices_kept], "roi_voxels": int(stack.roi.sum()),
             "csf_reference": float(stack.reference),
             "model": {k: tm.manifest[k] for k in ("name", "sha256", "date", "tumor_net") if k in tm.manifest}}

@@ -1,0 +1,87 @@
+"""Post-processing of the tumor probability (tumor.py steps 4-5) on small synthetic arrays with
+known answers: components, the volume and distance filters, and the redraw of found tumors
+along the network's outline; the validation grid (``score_grid``) counts exactly what
+``postprocess`` returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spinetumor.segmentation import train, tumor
+from spinetumor.segmentation.tumor import postprocess, redraw_along_network
+
+SPACING = np.array([4.0, 1.0, 1.0])
+
+
+def _box(mask, s, r, c):
+    mask[s[0]:s[1], r[0]:r[1], c[0]:c[1]] = True
+    return mask
+
+
+def test_redraw_keeps_the_network_extent_of_found_tumors_only():
+    shape = (5, 40, 40)
+    found = np.zeros(shape, bool)
+    _box(found, (1, 3), (5, 15), (5, 15))          # found tumor A, larger than the network's outline
+    _box(found, (1, 2), (30, 33), (30, 33))        # found tumor B, the network sees nothing there
+    outline = np.zeros(shape, bool)
+    _box(outline, (1, 4), (7, 13), (7, 17))        # network region around A: smaller in rows, longer in columns
+    _box(outline, (1, 3), (20, 26), (2, 8))        # network region C, no found tumor in it
+    expected = np.zeros(shape, bool)
+    _box(expected, (1, 4), (7, 13), (7, 17))
+    assert np.array_equal(redraw_along_network(found, outline), expected)
+
+
+def test_postprocess_filters_then_redraws():
+    shape = (4, 40, 40)
+    prob = np.zeros(shape, np.float32)
+    prob[1:3, 5:15, 5:15] = 0.9                    # 200 voxels x 4 mm^3 = 800 mm^3, at the sac
+    prob[1, 30:32, 30:32] = 0.9                    # 4 voxels = 16 mm^3: under the minimum volume
+    dist = np.zeros(shape, np.float32)             # everything touches the sac
+    outline = np.zeros(shape, bool)
+    _box(outline, (1, 3), (6, 14), (6, 14))
+    _box(outline, (1, 2), (29, 33), (29, 33))      # around the small component, which is dropped first
+    plain = postprocess(prob, 0.5, 100.0, SPACING, dist)
+    assert plain.sum() == 200 and not plain[1, 31, 31]
+    redrawn = postprocess(prob, 0.5, 100.0, SPACING, dist, outline=outline)
+    assert np.array_equal(redrawn, _box(np.zeros(shape, bool), (1, 3), (6, 14), (6, 14)))
+
+
+def test_far_components_are_dropped_before_the_redraw():
+    shape = (3, 30, 30)
+    prob = np.zeros(shape, np.float32)
+    prob[1, 5:15, 5:15] = 0.9
+    dist = np.full(shape, 20.0, np.float32)        # 20 mm from the sac, no vertebral body
+    outline = prob > 0.5
+    assert not postprocess(prob, 0.5, 0.0, SPACING, dist, outline=outline).any()
+
+
+class _Stack:
+    slices_kept = np.arange(6)
+
+
+@pytest.mark.parametrize("with_outline", [False, True])
+def test_score_grid_counts_what_postprocess_returns(monkeypatch, with_outline):
+    rng = np.random.default_rng(3)
+    shape = (6, 48, 48)
+    from scipy import ndimage
+
+    prob = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), (0, 3, 3))
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    dist = np.linspace(-5, 15, shape[2], dtype=np.float32)[None, None, :].repeat(shape[1], 1).repeat(shape[0], 0)
+    truth = np.zeros(shape, bool)
+    truth[2:4, 10:30, 10:30] = True
+    outline = (prob > 0.55) if with_outline else None
+    box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    monkeypatch.setattr(tumor, "segment_canonical", lambda *a, **k: (box, prob, dist, _Stack()))
+    monkeypatch.setattr(tumor, "network_outline", lambda *a, **k: outline)
+    prep = train.PreparedCase(seed=0, kind="extradural", image=np.zeros(shape, np.float32), spacing=SPACING,
+                              canal=np.zeros(shape, bool), cord=np.zeros(shape, bool), vertebrae=None, truth=truth)
+    thresholds, volumes = (0.5, 0.7), (0.0, 400.0)
+    scores = train.score_grid(None, prep, thresholds, volumes)
+    assert scores["pred"].max() > 0
+    for i, t in enumerate(thresholds):
+        for j, v in enumerate(volumes):
+            mask = postprocess(prob, t, v, SPACING, dist, outline=outline)
+            assert scores["pred"][i, j] == mask.sum()
+            assert scores["tp"][i, j] == (mask & truth).sum()
