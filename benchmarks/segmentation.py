@@ -386,6 +386,14 @@ def network_sentence(model) -> str:
             f"{train.get('epochs')}). Command: its manifest, `spinetumor/models/tumor_net.json`.")
 
 
+def outline_sentence(model) -> str:
+    """Whose outline the tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
+    if model.net_boundary is None:
+        return "Tumors keep the forest's own outline (its probability at the threshold)."
+    return (f"The forest decides where the tumors are (threshold and minimum volume below); each tumor it keeps is "
+            f"drawn along its network's outline (network probability >= {model.net_boundary:g} connected to it).")
+
+
 def shipped_report(models, results, kinds, args, seconds_512, total) -> str:
     """The "shipped model" section: the default variant alone, on the same held-out phantoms."""
     (name, denoiser), (model, _) = next(iter(models.items()))
@@ -396,7 +404,8 @@ def shipped_report(models, results, kinds, args, seconds_512, total) -> str:
              f"The shipped forest (`spinetumor/models/tumor_rf.skops`, {name}, {denoiser}) with its tumor network "
              f"(`{net.get('file', '-')}`, sha256 {str(net.get('sha256', ''))[:12]}...) on the same held-out phantoms "
              "as the ablation below; only this variant is retrained when the network changes, so the ablation "
-             "rows below name the network they were measured with.", "", network_sentence(model), "", *TABLE_HEAD,
+             "rows below name the network they were measured with.", "", network_sentence(model), "",
+             outline_sentence(model), "", *TABLE_HEAD,
              *table_rows(models, results, kinds, best=False), "",
              "At the best-validation-Dice setting (tumor-free constraint ignored):", "", *TABLE_HEAD,
              *table_rows(models, results, kinds, best=True), "",

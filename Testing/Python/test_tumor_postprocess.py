@@ -85,3 +85,27 @@ def test_score_grid_counts_what_postprocess_returns(monkeypatch, with_outline):
             mask = postprocess(prob, t, v, SPACING, dist, outline=outline)
             assert scores["pred"][i, j] == mask.sum()
             assert scores["tp"][i, j] == (mask & truth).sum()
+
+
+def test_redrawn_crumbs_under_the_minimum_volume_go():
+    shape = (3, 40, 40)
+    found = np.zeros(shape, bool)
+    _box(found, (1, 2), (5, 25), (5, 10))          # one found tumor bridging two network pieces
+    outline = np.zeros(shape, bool)
+    _box(outline, (1, 2), (4, 14), (4, 11))        # 70 voxels
+    _box(outline, (1, 2), (22, 24), (6, 8))        # 4 voxels, linked to the tumor only by the forest's mask
+    expected = _box(np.zeros(shape, bool), (1, 2), (4, 14), (4, 11))
+    assert np.array_equal(redraw_along_network(found, outline, min_voxels=10), expected)
+    assert redraw_along_network(found, outline).sum() == 74
+    # postprocess applies the minimum volume to the redrawn pieces: 10 voxels of 4 mm^3
+    prob = found.astype(np.float32)
+    dist = np.zeros(shape, np.float32)
+    assert np.array_equal(postprocess(prob, 0.5, 40.0, SPACING, dist, outline=outline), expected)
+
+
+def test_minimum_volume_in_voxels():
+    from spinetumor.segmentation.tumor import min_voxels_of
+
+    assert min_voxels_of(40.0, SPACING) == 10
+    assert min_voxels_of(41.0, SPACING) == 11
+    assert min_voxels_of(0.0, SPACING) == 0

@@ -154,7 +154,7 @@ def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUME
     threshold (the volume filter only drops components), then, for a model that redraws its
     tumors along the network's outline, the redraw of each kept set.
     """
-    from .tumor import components, network_outline, redraw_along_network, segment_canonical
+    from .tumor import components, min_voxels_of, network_outline, redraw_along_network, segment_canonical
 
     t0 = time.perf_counter()
     box, prob, dist, stack = segment_canonical(tm, prep.image, prep.spacing, prep.canal, prep.cord, prep.vertebrae)
@@ -163,20 +163,19 @@ def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUME
     n_truth = int(prep.truth.sum())
     vert = prep.vertebrae[box] if prep.vertebrae is not None else None
     outline = network_outline(tm, stack, prob.shape)
-    voxel_mm3 = float(np.prod(prep.spacing))
     tp = np.zeros((len(thresholds), len(volumes)), np.int64)
     pred = np.zeros_like(tp)
     for i, t in enumerate(thresholds):
         lab, voxels, near = components(prob, t, dist, vert)
         hits = np.bincount(lab[truth], minlength=voxels.size)
         for j, v in enumerate(volumes):
-            keep = (voxels * voxel_mm3 >= v) & near
+            keep = (voxels >= min_voxels_of(v, prep.spacing)) & near
             keep[0] = False
             if outline is None:
                 tp[i, j] = hits[keep].sum()
                 pred[i, j] = voxels[keep].sum()
             else:
-                mask = redraw_along_network(keep[lab], outline)
+                mask = redraw_along_network(keep[lab], outline, min_voxels_of(v, prep.spacing))
                 tp[i, j] = int((mask & truth).sum())
                 pred[i, j] = int(mask.sum())
     return {"tp": tp, "pred": pred, "truth": np.full(tp.shape, n_truth), "seconds": seconds}

@@ -309,16 +309,27 @@ def outline_regions(found: np.ndarray, outline: np.ndarray) -> np.ndarray:
     return ndimage.label(found | outline, structure=ndimage.generate_binary_structure(3, 2))[0]
 
 
-def redraw_along_network(found: np.ndarray, outline: np.ndarray) -> np.ndarray:
+def redraw_along_network(found: np.ndarray, outline: np.ndarray, min_voxels: int = 0) -> np.ndarray:
     """Step 5: the voxels of ``outline`` (the network's mask) connected to a ``found`` tumor.
 
     A tumor the forest found keeps the network's extent: voxels of the forest's mask outside
     the network's drop, the network's voxels around it join; the network's regions that hold
-    no found tumor stay out (the forest decides where the tumors are).
+    no found tumor stay out (the forest decides where the tumors are). Pieces of the result
+    under ``min_voxels`` go: a found region the network barely marks shrinks to crumbs, and
+    the network's specks that only the forest's mask linked to a tumor would otherwise be
+    reported as tumors of their own.
     """
+    from scipy import ndimage
+
     regions = outline_regions(found, outline)
     hit = np.unique(regions[found])
-    return np.isin(regions, hit[hit > 0]) & outline
+    mask = np.isin(regions, hit[hit > 0]) & outline
+    if min_voxels > 0 and mask.any():
+        lab, _ = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+        big = np.bincount(lab.ravel()) >= min_voxels
+        big[0] = False
+        mask = big[lab]
+    return mask
 
 
 def postprocess(probability: np.ndarray, threshold: float, min_volume_mm3: float, spacing: np.ndarray,
@@ -329,13 +340,22 @@ def postprocess(probability: np.ndarray, threshold: float, min_volume_mm3: float
     ``spacing`` per canonical axis (mm); ``dist_canal`` the signed distance (mm) to the sac
     on the same grid; ``vertebrae`` an optional bool mask of the vertebral bodies;
     ``outline`` the network's mask (:func:`network_outline`) the found tumors are redrawn
-    along, or None to keep the forest's outline.
+    along (the redrawn pieces must reach the minimum volume too), or None to keep the
+    forest's outline.
     """
     lab, voxels, near = components(probability, threshold, dist_canal, vertebrae, near_mm)
-    keep = (voxels * float(np.prod(spacing)) >= min_volume_mm3) & near
+    min_voxels = min_voxels_of(min_volume_mm3, spacing)
+    keep = (voxels >= min_voxels) & near
     keep[0] = False
     found = keep[lab]
-    return found if outline is None else redraw_along_network(found, outline)
+    if outline is None:
+        return found
+    return redraw_along_network(found, outline, min_voxels)
+
+
+def min_voxels_of(min_volume_mm3: float, spacing: np.ndarray) -> int:
+    """The voxel count of the smallest kept component: ``min_volume_mm3`` on a grid of ``spacing``."""
+    return int(np.ceil(float(min_volume_mm3) / float(np.prod(spacing)) - 1e-9))
 
 
 def segment_canonical(tm: TumorModel, image: np.ndarray, spacing: np.ndarray, canal: np.ndarray,
