@@ -373,7 +373,8 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
              f"scan is in two of them and no tumor in two. The tumor network was trained on other tumors inserted "
              f"into all nine Chu training scans and on those scans without tumor, so on the validation scans it "
              f"has seen the anatomy; it has seen none of the test scans.",
-             "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms). Tumor-free: "
+             "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms; "
+             + outline_phrase(result["forest"]) + "). Tumor-free: "
              "the set's scans themselves. The last rows score the tumor network the forests take as a feature, "
              "thresholded alone.", "",
              "| forest | set | tumors | Dice | IoU | precision | recall | tumors touched | tumor-free scans with "
@@ -395,6 +396,17 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
                      f"| {np.mean(np.array(pt) == np.array(pp)):.3f} ({len(pt)}) | {confusion(pt, pp)} |")
     lines += ["", shipping_note(result)]
     return "\n".join(lines) + "\n"
+
+
+def outline_phrase(forests: dict) -> str:
+    """Whose outline the scored forests' tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
+    bounds = {r["settings"].get("net_boundary") for r in forests.values() if "settings" in r}
+    if bounds == {None}:
+        return "tumors keep the forest's own outline"
+    if len(bounds) == 1:
+        return (f"each tumor a forest keeps is drawn along the network's outline, probability >= {bounds.pop():g} "
+                "connected to it")
+    return "outlines as in each forest's settings"
 
 
 def shipping_note(result: dict) -> str:
