@@ -303,11 +303,11 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
              + f"; {total / 60:.0f} min, while other jobs shared the 2 cores).",
              "",
              f"Held-out phantoms (seeds from `TEST_SEED_BASE`, never used for training or validation): "
-             f"{int(sum(kinds == t) for t in types) if False else ', '.join(f'{int((kinds == t).sum())} {t}' for t in types)}, "
+             f"{', '.join(f'{int((kinds == t).sum())} {t}' for t in types)}, "
              f"{int((kinds == 'none').sum())} tumor-free"
              + (f"; skipped (no canal found): {skipped}" if skipped else "") + ". "
              "Each variant was trained on the same training phantoms and given its own threshold and "
-             "minimum component volume on the same validation phantoms. Metrics per case on the input grid "
+             "minimum component volume on the same validation phantoms; " + ablation_outlines(models) + " Metrics per case on the input grid "
              "(`spinetumor.metrics.overlap`), mean ± sd over cases; voxel accuracy counts true negatives "
              "of the whole volume and is near 1 for any prediction.",
              "",
@@ -384,6 +384,14 @@ def network_sentence(model) -> str:
             f"{train.get('hard_negatives', 0)}); validation Dice at 0.5 {val.get('mean_dice_at_0.5', float('nan')):.3f} "
             f"on {train.get('val_cases')} validation phantoms (epoch {int(val.get('epoch', -1)) + 1} of "
             f"{train.get('epochs')}). Command: its manifest, `spinetumor/models/tumor_net.json`.")
+
+
+def ablation_outlines(models) -> str:
+    """Which of the ablation's forests draw their tumors along the network's outline."""
+    redrawn = sorted({name for (name, _), (model, _) in models.items() if model.net_boundary is not None})
+    if not redrawn:
+        return "every forest keeps its own outline."
+    return f"{', '.join(redrawn)} draw each tumor they keep along the network's outline (step 5), the others keep their own."
 
 
 def outline_sentence(model) -> str:
