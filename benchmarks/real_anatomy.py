@@ -214,7 +214,8 @@ def train_forest_variant(model_dir: Path, shipped, extra: list, log=print):
                                   val_cases=command_option(command, "--val-cases"),
                                   val_free=command_option(command, "--val-free"), seed=0,
                                   clusters=shipped.clusters, denoiser=shipped.denoiser, extra=[str(d) for d in extra],
-                                  net=shipped.net.path if shipped.uses_net else None)
+                                  net=shipped.net.path if shipped.uses_net else None,
+                                  net_outline=shipped.net_boundary is not None)
         t0 = time.time()
         run_from_args(args)
         log(f"forest in {model_dir} trained in {time.time() - t0:.0f} s")

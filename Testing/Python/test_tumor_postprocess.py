@@ -109,3 +109,23 @@ def test_minimum_volume_in_voxels():
     assert min_voxels_of(40.0, SPACING) == 10
     assert min_voxels_of(41.0, SPACING) == 11
     assert min_voxels_of(0.0, SPACING) == 0
+
+
+def test_cli_net_outline_needs_a_network(tmp_path, capsys):
+    from spinetumor.cli import main
+
+    assert main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--cases", "4", "--net-outline"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--net-outline needs --net" in err[0]
+    assert not (tmp_path / "rf").exists()
+
+
+def test_the_shipped_forest_keeps_its_own_outline():
+    """The shipped manifest's command reproduces it: no --net-outline, no net_boundary."""
+    import json
+
+    from spinetumor.segmentation.tumor import DEFAULT_MODEL, load_tumor_model
+
+    manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert "--net-outline" not in manifest["command"]
+    assert load_tumor_model().net_boundary is None

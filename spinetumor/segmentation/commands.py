@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
                    help="vertebral-body label map on the input's grid (default: run the vertebra labeling "
                         "when its model is installed, otherwise go without)")
     p.add_argument("--model", default=None, help="tumor model .skops file (default: the shipped model)")
-    p.add_argument("--threshold", type=float, default=None, help="forest probability at which a region is a tumor (default: the model's); a model with a tumor network then draws each found tumor along the network's outline")
+    p.add_argument("--threshold", type=float, default=None, help="forest probability at which a region is a tumor (default: the model's)")
     p.add_argument("--clusters", type=int, default=None,
                    help="fuzzy c-means clusters (must equal the model's, which its manifest records)")
     p.add_argument("--denoiser", default=None, choices=("shearlet", "bilateral", "gaussian", "curvature", "none"),

@@ -221,7 +221,8 @@ def free_plan(base: int, n: int, seed: int = 0) -> list[tuple[int, str, bool]]:
 
 def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: int = DEFAULT_CLUSTERS,
                 denoiser: str = DEFAULT_DENOISER, select_slices: bool = True, progress=None, prepared=None,
-                position: bool = False, extra: list | None = None, net=None, val_free: int = 0):
+                position: bool = False, extra: list | None = None, net=None, val_free: int = 0,
+                net_outline: bool = False):
     """Train a forest on ``cases`` phantoms (plus ``extra`` prepared cases), choose post-processing
     on ``val_cases`` other phantoms plus ``val_free`` tumor-free ones (:func:`validation_plan`).
 
@@ -232,7 +233,9 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     (:func:`augmented_cases`). ``net`` is a loaded :class:`~.tumor_net.TumorNet` whose
     probability becomes two more features (:data:`~.features.NET_FEATURES`); its training
     phantoms must not be this forest's (the network's seeds are ``net_train.NET_SEED_BASE``),
-    or the forest learns how the network behaves on cases it has memorised.
+    or the forest learns how the network behaves on cases it has memorised. ``net_outline``
+    (needs ``net``): the kept tumors are drawn along the network's outline (post-processing
+    step 5 of :mod:`.tumor`), in validation and in use.
     """
     from ..progress import report
     from .features import model_features
@@ -269,7 +272,7 @@ def train_model(cases: int = 48, seed: int = 0, val_cases: int = 16, clusters: i
     forest = fit_forest(x, y, seed)
     fit_seconds = time.perf_counter() - t0
     model = TumorModel(forest, clusters, denoiser, 0.5, 0.0, select_slices, names, net=net,
-                       net_boundary=NET_BOUNDARY if net is not None else None)
+                       net_boundary=NET_BOUNDARY if net is not None and net_outline else None)
     scores, kinds, val_used = [], [], []
     for n, item in enumerate(val_plan):
         report(progress, 0.7 + 0.3 * n / max(len(val_plan), 1), f"validation phantom {n + 1}/{len(val_plan)}")
@@ -313,6 +316,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--net", default=None, metavar="WEIGHTS",
                         help="tumor network (tumor_net.safetensors from spinetumor train tumor-net) whose probability "
                              "the forest takes as features; copied beside the forest")
+    parser.add_argument("--net-outline", action="store_true",
+                        help="draw each tumor the forest keeps along the network's outline (needs --net; "
+                             "see docs/benchmarks.md for what it measured)")
 
 
 def _net_beside(weights, out: Path):
@@ -345,15 +351,20 @@ def run_from_args(args, progress=None) -> dict:
 
         raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
     extra = augmented_cases(args.extra) if args.extra else None
+    net_outline = bool(getattr(args, "net_outline", False))
+    if net_outline and not getattr(args, "net", None):
+        from ..cli import UsageError
+
+        raise UsageError("--net-outline needs --net: the outline is the tumor network's")
     net = _net_beside(args.net, Path(args.out)) if getattr(args, "net", None) else None
     val_free = getattr(args, "val_free", 0)
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
                               select_slices=args.clusters > 0, progress=progress, extra=extra, net=net,
-                              val_free=val_free)
+                              val_free=val_free, net_outline=net_outline)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
                f"--val-free {val_free} "
                f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
-               + "".join(f" --extra {d}" for d in args.extra) + (f" --net {args.net}" if getattr(args, "net", None) else ""))
+               + "".join(f" --extra {d}" for d in args.extra) + (f" --net {args.net}" if getattr(args, "net", None) else "") + (" --net-outline" if net_outline else ""))
     data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
     if args.extra:
         data += "; augmented datasets (tumors inserted into real anatomy): " + ", ".join(map(str, args.extra))

@@ -16,12 +16,12 @@
    (:data:`PROB_SMOOTH_MM`), linear interpolation back to the input's grid, threshold, hole filling per sagittal slice, 3D connected components, removal of
    components under a minimum volume (mm³) or farther than :data:`NEAR_MM` from the sac
    (and not touching the vertebral bodies): tumors of these compartments live there;
-5. for a forest that takes the tumor network's features, each tumor it keeps is redrawn
-   along the network's outline (:func:`redraw_along_network`): the forest decides where the
-   tumors are, the network's probability >= :data:`NET_BOUNDARY` where they end. Measured on
-   the validation phantoms and the real-anatomy validation set, the network's edge is the
-   tighter one (the forest's votes, smoothed, spill 1-3 mm past the tumor:
-   ``docs/benchmarks.md``, "Tumor segmentation: shipped model").
+5. only for a forest trained with ``--net-outline`` (manifest ``settings.net_boundary``): each
+   tumor it keeps is redrawn along the tumor network's outline (:func:`redraw_along_network`):
+   the forest decides where the tumors are, the network's probability >= :data:`NET_BOUNDARY`
+   where they end. On phantoms that outline is the tighter one; on real scans it marked
+   tumor-free anatomy, so the shipped forest keeps its own (``docs/benchmarks.md``, "Tumor
+   segmentation: drawing tumors along the network's outline").
 
 The model is a scikit-learn ``RandomForestClassifier`` stored with skops
 (``spinetumor/models/tumor_rf.skops``) beside a JSON manifest holding its sha256, feature
