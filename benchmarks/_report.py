@@ -50,3 +50,10 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def outline_phrase(net_boundary) -> str:
+    """Whose outline a forest's tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
+    if net_boundary is None:
+        return "tumors keep the forest's own outline"
+    return f"each tumor the forest keeps is drawn along the network's outline, probability >= {net_boundary:g} connected to it"

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import machine, outline_phrase, write_section  # noqa: E402
 
 from spinetumor.classification import CLASSES  # noqa: E402
 
@@ -375,7 +375,7 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
              f"into all nine Chu training scans and on those scans without tumor, so on the validation scans it "
              f"has seen the anatomy; it has seen none of the test scans.",
              "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms; "
-             + outline_phrase(result["forest"]) + "). Tumor-free: "
+             + forests_outline(result["forest"]) + "). Tumor-free: "
              "the set's scans themselves. The last rows score the tumor network the forests take as a feature, "
              "thresholded alone.", "",
              "| forest | set | tumors | Dice | IoU | precision | recall | tumors touched | tumor-free scans with "
@@ -399,15 +399,10 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def outline_phrase(forests: dict) -> str:
+def forests_outline(forests: dict) -> str:
     """Whose outline the scored forests' tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
     bounds = {r["settings"].get("net_boundary") for r in forests.values() if "settings" in r}
-    if bounds == {None}:
-        return "tumors keep the forest's own outline"
-    if len(bounds) == 1:
-        return (f"each tumor a forest keeps is drawn along the network's outline, probability >= {bounds.pop():g} "
-                "connected to it")
-    return "outlines as in each forest's settings"
+    return outline_phrase(bounds.pop()) if len(bounds) == 1 else "outlines as in each forest's settings"
 
 
 def shipping_note(result: dict) -> str:

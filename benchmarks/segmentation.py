@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import machine, outline_phrase, write_section  # noqa: E402
 
 VARIANTS = (("FCM + RF", "shearlet", 4), ("FCM + RF", "none", 4), ("RF alone", "shearlet", 0), ("RF alone", "none", 0))
 NET_PREFIX = "net + "
@@ -205,9 +205,10 @@ def main(argv=None) -> int:
     from spinetumor.segmentation.tumor import load_tumor_model
     from spinetumor.segmentation.tumor_net import load_tumor_net
 
-    if args.shipped_only and not args.net and load_tumor_model().uses_net:
+    shipped = load_tumor_model() if args.shipped_only and not args.net else None
+    if shipped is not None and shipped.uses_net:
         # without it the default variant would not match the shipped forest and a fresh one would be trained
-        raise SystemExit(f"--shipped-only: the shipped forest takes a tumor network; pass --net {load_tumor_model().net.path}")
+        raise SystemExit(f"--shipped-only: the shipped forest takes a tumor network; pass --net {shipped.net.path}")
 
     start = time.perf_counter()
     prepared: dict = {}
@@ -395,11 +396,8 @@ def ablation_outlines(models) -> str:
 
 
 def outline_sentence(model) -> str:
-    """Whose outline the tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
-    if model.net_boundary is None:
-        return "Tumors keep the forest's own outline (its probability at the threshold)."
-    return (f"The forest decides where the tumors are (threshold and minimum volume below); each tumor it keeps is "
-            f"drawn along its network's outline (network probability >= {model.net_boundary:g} connected to it).")
+    """Whose outline the shipped forest's tumors get, as a sentence."""
+    return f"Post-processing: {outline_phrase(model.net_boundary)}."
 
 
 def shipped_report(models, results, kinds, args, seconds_512, total) -> str:

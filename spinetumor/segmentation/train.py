@@ -169,13 +169,14 @@ def score_grid(tm, prep: PreparedCase, thresholds=THRESHOLDS, volumes=MIN_VOLUME
         lab, voxels, near = components(prob, t, dist, vert)
         hits = np.bincount(lab[truth], minlength=voxels.size)
         for j, v in enumerate(volumes):
-            keep = (voxels >= min_voxels_of(v, prep.spacing)) & near
+            min_voxels = min_voxels_of(v, prep.spacing)
+            keep = (voxels >= min_voxels) & near
             keep[0] = False
             if outline is None:
                 tp[i, j] = hits[keep].sum()
                 pred[i, j] = voxels[keep].sum()
             else:
-                mask = redraw_along_network(keep[lab], outline, min_voxels_of(v, prep.spacing))
+                mask = redraw_along_network(keep[lab], outline, min_voxels)
                 tp[i, j] = int((mask & truth).sum())
                 pred[i, j] = int(mask.sum())
     return {"tp": tp, "pred": pred, "truth": np.full(tp.shape, n_truth), "seconds": seconds}

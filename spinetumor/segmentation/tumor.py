@@ -262,6 +262,13 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def label_3d(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """3D connected components of ``mask`` (faces and edges, not corners), as ``ndimage.label``."""
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+
+
 def components(probability: np.ndarray, threshold: float, dist_canal: np.ndarray,
                vertebrae: np.ndarray | None = None, near_mm: float = NEAR_MM):
     """Thresholded, hole-filled (per sagittal slice) 3D components of a probability array.
@@ -272,8 +279,7 @@ def components(probability: np.ndarray, threshold: float, dist_canal: np.ndarray
     """
     from scipy import ndimage
 
-    mask = fill_holes_per_slice(probability >= threshold)
-    lab, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+    lab, n = label_3d(fill_holes_per_slice(probability >= threshold))
     voxels = np.bincount(lab.ravel(), minlength=n + 1)
     near = np.zeros(n + 1, bool)
     if n:
@@ -301,14 +307,6 @@ def network_outline(tm: TumorModel, stack, box_shape) -> np.ndarray | None:
     return fill_holes_per_slice(upsample(work, stack.factor, box_shape) >= float(tm.net_boundary))
 
 
-def outline_regions(found: np.ndarray, outline: np.ndarray) -> np.ndarray:
-    """Labels of the 3D components of ``found | outline`` (26-connectivity minus corners, as
-    :func:`components`): each found tumor lies in exactly one of them."""
-    from scipy import ndimage
-
-    return ndimage.label(found | outline, structure=ndimage.generate_binary_structure(3, 2))[0]
-
-
 def redraw_along_network(found: np.ndarray, outline: np.ndarray, min_voxels: int = 0) -> np.ndarray:
     """Step 5: the voxels of ``outline`` (the network's mask) connected to a ``found`` tumor.
 
@@ -319,13 +317,11 @@ def redraw_along_network(found: np.ndarray, outline: np.ndarray, min_voxels: int
     the network's specks that only the forest's mask linked to a tumor would otherwise be
     reported as tumors of their own.
     """
-    from scipy import ndimage
-
-    regions = outline_regions(found, outline)
+    regions, _ = label_3d(found | outline)
     hit = np.unique(regions[found])
     mask = np.isin(regions, hit[hit > 0]) & outline
     if min_voxels > 0 and mask.any():
-        lab, _ = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+        lab, _ = label_3d(mask)
         big = np.bincount(lab.ravel()) >= min_voxels
         big[0] = False
         mask = big[lab]
