@@ -19,7 +19,7 @@ def _box(mask, s, r, c):
     return mask
 
 
-def test_redraw_keeps_the_network_extent_of_found_tumors_only():
+def test_redraw_keeps_the_network_extent_of_found_tumors_only_and_never_drops_one():
     shape = (5, 40, 40)
     found = np.zeros(shape, bool)
     _box(found, (1, 3), (5, 15), (5, 15))          # found tumor A, larger than the network's outline
@@ -28,7 +28,8 @@ def test_redraw_keeps_the_network_extent_of_found_tumors_only():
     _box(outline, (1, 4), (7, 13), (7, 17))        # network region around A: smaller in rows, longer in columns
     _box(outline, (1, 3), (20, 26), (2, 8))        # network region C, no found tumor in it
     expected = np.zeros(shape, bool)
-    _box(expected, (1, 4), (7, 13), (7, 17))
+    _box(expected, (1, 4), (7, 13), (7, 17))       # A with the network's outline, C left out
+    _box(expected, (1, 2), (30, 33), (30, 33))     # B keeps the forest's outline
     assert np.array_equal(redraw_along_network(found, outline), expected)
 
 
@@ -97,6 +98,8 @@ def test_redrawn_crumbs_under_the_minimum_volume_go():
     expected = _box(np.zeros(shape, bool), (1, 2), (4, 14), (4, 11))
     assert np.array_equal(redraw_along_network(found, outline, min_voxels=10), expected)
     assert redraw_along_network(found, outline).sum() == 74
+    # with every network piece under the minimum the tumor keeps the forest's outline
+    assert np.array_equal(redraw_along_network(found, outline, min_voxels=100), found)
     # postprocess applies the minimum volume to the redrawn pieces: 10 voxels of 4 mm^3
     prob = found.astype(np.float32)
     dist = np.zeros(shape, np.float32)
@@ -129,3 +132,31 @@ def test_the_shipped_forest_keeps_its_own_outline():
     manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert "--net-outline" not in manifest["command"]
     assert load_tumor_model().net_boundary is None
+
+
+def _scores(dice_table, clean_table):
+    """score_grid-like entries reproducing a mean Dice table (one tumor case, truth 1000 voxels)
+    and a clean-rate table (tumor-free cases empty where clean_table is 1, marked where 0)."""
+    dice = np.asarray(dice_table, float)
+    tp = np.round(dice * 1000).astype(np.int64)    # Dice = 2 tp / (pred + truth) with pred = tp
+    tumor = {"tp": tp, "pred": tp, "truth": np.full(dice.shape, 2000) - tp}
+    free = {"tp": np.zeros(dice.shape, np.int64), "pred": (np.asarray(clean_table) == 0).astype(np.int64),
+            "truth": np.zeros(dice.shape, np.int64)}
+    return [tumor, free], ["extradural", "none"]
+
+
+def test_postprocessing_choice_breaks_ties_towards_caution():
+    thresholds, volumes = (0.4, 0.6, 0.8), (0.0, 100.0)
+    # best 0.65 at the lowest threshold; 0.645 (a tie) at 0.8 / 0 mm3; 0.62 at 0.8 / 100 mm3 (no tie)
+    scores, kinds = _scores([[0.65, 0.65], [0.60, 0.60], [0.645, 0.62]], [[1, 1], [1, 1], [1, 1]])
+    choice = train.choose_postprocessing(scores, kinds, thresholds, volumes)
+    assert (choice["threshold"], choice["min_volume_mm3"]) == (0.8, 0.0)
+    assert choice["validation_dice"] == pytest.approx(0.645, abs=1e-3)
+    # the best setting wins when nothing else is within DICE_TIE
+    scores, kinds = _scores([[0.70, 0.65], [0.60, 0.60], [0.645, 0.62]], [[1, 1], [1, 1], [1, 1]])
+    choice = train.choose_postprocessing(scores, kinds, thresholds, volumes)
+    assert (choice["threshold"], choice["min_volume_mm3"]) == (0.4, 0.0)
+    # a setting that marks the tumor-free case is not eligible, however good its Dice
+    scores, kinds = _scores([[0.90, 0.65], [0.60, 0.60], [0.645, 0.62]], [[0, 1], [1, 1], [1, 1]])
+    choice = train.choose_postprocessing(scores, kinds, thresholds, volumes)
+    assert (choice["threshold"], choice["min_volume_mm3"]) == (0.8, 0.0)

@@ -308,14 +308,16 @@ def network_outline(tm: TumorModel, stack, box_shape) -> np.ndarray | None:
 
 
 def redraw_along_network(found: np.ndarray, outline: np.ndarray, min_voxels: int = 0) -> np.ndarray:
-    """Step 5: the voxels of ``outline`` (the network's mask) connected to a ``found`` tumor.
+    """Step 5: each ``found`` tumor drawn with the network's outline (``outline``) where the
+    network sees it, with the forest's own outline where it does not.
 
-    A tumor the forest found keeps the network's extent: voxels of the forest's mask outside
-    the network's drop, the network's voxels around it join; the network's regions that hold
-    no found tumor stay out (the forest decides where the tumors are). Pieces of the result
-    under ``min_voxels`` go: a found region the network barely marks shrinks to crumbs, and
-    the network's specks that only the forest's mask linked to a tumor would otherwise be
-    reported as tumors of their own.
+    A found tumor the network marks takes the network's extent: the network's voxels
+    connected to it join, the forest's voxels outside the network drop. The network's
+    regions that hold no found tumor stay out (the forest decides where the tumors are).
+    Redrawn pieces under ``min_voxels`` go (the network's specks that only the forest's mask
+    linked to a tumor would otherwise be reported as tumors of their own); a found tumor that
+    none of the remaining network pieces touches keeps its own outline, so the redraw changes
+    outlines only, never which tumors are found.
     """
     regions, _ = label_3d(found | outline)
     hit = np.unique(regions[found])
@@ -325,6 +327,12 @@ def redraw_along_network(found: np.ndarray, outline: np.ndarray, min_voxels: int
         big = np.bincount(lab.ravel()) >= min_voxels
         big[0] = False
         mask = big[lab]
+    tumors, n = label_3d(found)
+    if n:
+        redrawn = np.zeros(n + 1, bool)
+        redrawn[np.unique(tumors[mask])] = True
+        redrawn[0] = True
+        mask = mask | ~redrawn[tumors]
     return mask
 
 
