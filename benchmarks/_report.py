@@ -56,4 +56,5 @@ def outline_phrase(net_boundary) -> str:
     """Whose outline a forest's tumors get (post-processing step 5 of ``spinetumor.segmentation.tumor``)."""
     if net_boundary is None:
         return "tumors keep the forest's own outline"
-    return f"each tumor the forest keeps is drawn along the network's outline, probability >= {net_boundary:g} connected to it"
+    return (f"each tumor the forest keeps is drawn along the network's outline, probability >= {net_boundary:g} "
+            "connected to it (its own outline where the network marks none of it)")

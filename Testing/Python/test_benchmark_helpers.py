@@ -56,6 +56,19 @@ def test_choose_forest_needs_clean_phantoms_then_prefers_clean_real_scans_then_d
     assert choose_forest(forests) == "b"
 
 
+def test_choose_forest_counts_validation_dice_within_the_tie_as_equal_and_prefers_real_training_data():
+    from benchmarks.real_anatomy import choose_forest
+
+    def forest(tp, real_cases):
+        return {"settings": {}, "phantom_validation": {"validation_clean_rate": 1.0}, "training_cases": real_cases,
+                "validation": _scored([(tp, 100, 100)], [0, 0])}
+
+    # Dice 0.404 vs 0.408: a tie, the forest with real anatomy wins
+    assert choose_forest({"real": forest(40.4, 31), "phantoms": forest(40.8, 0)}) == "real"
+    # Dice 0.39 vs 0.41: not a tie
+    assert choose_forest({"real": forest(39, 31), "phantoms": forest(41, 0)}) == "phantoms"
+
+
 def test_a_forest_is_reused_only_when_made_the_same_way():
     from types import SimpleNamespace
 

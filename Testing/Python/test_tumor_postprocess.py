@@ -123,15 +123,15 @@ def test_cli_net_outline_needs_a_network(tmp_path, capsys):
     assert not (tmp_path / "rf").exists()
 
 
-def test_the_shipped_forest_keeps_its_own_outline():
-    """The shipped manifest's command reproduces it: no --net-outline, no net_boundary."""
+def test_the_shipped_forest_draws_along_the_network_outline_as_its_command_says():
+    """The shipped manifest's command reproduces it: --net-outline and net_boundary go together."""
     import json
 
-    from spinetumor.segmentation.tumor import DEFAULT_MODEL, load_tumor_model
+    from spinetumor.segmentation.tumor import DEFAULT_MODEL, NET_BOUNDARY, load_tumor_model
 
     manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    assert "--net-outline" not in manifest["command"]
-    assert load_tumor_model().net_boundary is None
+    assert "--net-outline" in manifest["command"].split()
+    assert load_tumor_model().net_boundary == NET_BOUNDARY
 
 
 def _scores(dice_table, clean_table):

@@ -338,8 +338,8 @@ def add_arguments(parser) -> None:
                         help="tumor network (tumor_net.safetensors from spinetumor train tumor-net) whose probability "
                              "the forest takes as features; copied beside the forest")
     parser.add_argument("--net-outline", action="store_true",
-                        help="draw each tumor the forest keeps along the network's outline (needs --net; "
-                             "see docs/benchmarks.md for what it measured)")
+                        help="draw each tumor the forest keeps along the network's outline, its own where the "
+                             "network marks none of it (needs --net; the shipped forest's setting)")
 
 
 def _net_beside(weights, out: Path):

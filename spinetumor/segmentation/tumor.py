@@ -19,9 +19,10 @@
 5. only for a forest trained with ``--net-outline`` (manifest ``settings.net_boundary``): each
    tumor it keeps is redrawn along the tumor network's outline (:func:`redraw_along_network`):
    the forest decides where the tumors are, the network's probability >= :data:`NET_BOUNDARY`
-   where they end. On phantoms that outline is the tighter one; on real scans it marked
-   tumor-free anatomy, so the shipped forest keeps its own (``docs/benchmarks.md``, "Tumor
-   segmentation: drawing tumors along the network's outline").
+   where they end (the forest's own outline where the network marks none of a tumor). That
+   outline is the tighter one on phantoms and on real anatomy with inserted tumors, and the
+   shipped forest uses it (``docs/benchmarks.md``, "Tumor segmentation: whose outline the
+   tumors get").
 
 The model is a scikit-learn ``RandomForestClassifier`` stored with skops
 (``spinetumor/models/tumor_rf.skops``) beside a JSON manifest holding its sha256, feature
