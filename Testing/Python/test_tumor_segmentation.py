@@ -20,10 +20,11 @@ from spinetumor.segmentation.tumor import DEFAULT_MODEL, TumorModelError, load_t
 
 #: The held-out phantom segmented below (benchmark test case 5, segmented without vertebra
 #: labels as in the benchmark) and the Dice it must reach at the shipped model's own threshold
-#: and minimum volume. docs/benchmarks.md ("Tumor segmentation") measures 0.81 on this case
-#: for the shipped forest with the tumor network, and a mean of 0.60 over the 18 held-out tumors
-#: (the target, 0.85, is not reached); the bound sits below the measured value so the test
-#: checks that the pipeline still delineates this tumor, not the last digit.
+#: and minimum volume. ``benchmarks/segmentation.py --shipped-only`` measures 0.81 on this case
+#: for the shipped forest (tumors drawn along the network's outline) and a mean of 0.70 over the
+#: 18 held-out tumors (docs/benchmarks.md, "Tumor segmentation: shipped model"; the target,
+#: 0.85, is not reached); the bound sits below the measured value so the test checks that the
+#: pipeline still delineates this tumor, not the last digit.
 HELD_OUT = (TEST_SEED_BASE + 5, "intradural-extramedullary")
 MIN_DICE = 0.7
 

@@ -42,8 +42,8 @@ THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 MIN_VOLUMES_MM3 = (0.0, 50.0, 100.0, 200.0, 400.0)
 #: Tumor-free validation phantoms that must come out empty for a setting to be eligible.
 TARGET_CLEAN_RATE = 0.95
-# Mean validation Dice differences smaller than this are noise (12-16 tumors whose Dice varies
-# by about 0.2 from case to case): such settings are ties, broken towards caution.
+#: Mean validation Dice differences smaller than this are noise (12-16 tumors whose Dice varies
+#: by about 0.2 from case to case): such settings are ties, broken towards caution.
 DICE_TIE = 0.01
 DEFAULT_CLUSTERS = 4
 DEFAULT_DENOISER = "shearlet"
@@ -216,10 +216,8 @@ def _most_cautious_of_the_best(score: np.ndarray, clean: np.ndarray) -> tuple[in
     flat table (tumors drawn along the network's outline make it so) otherwise yields the
     lowest threshold, which marks tumor-free real anatomy that phantoms do not show.
     """
-    tied = score >= score.max() - DICE_TIE
-    rows, cols = np.nonzero(tied)
-    order = sorted(zip(clean[rows, cols], rows, cols))
-    _, i, j = order[-1]
+    rows, cols = np.nonzero(score >= score.max() - DICE_TIE)
+    _, i, j = max(zip(clean[rows, cols], rows, cols))
     return int(i), int(j)
 
 
