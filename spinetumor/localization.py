@@ -21,6 +21,8 @@ that plane lies the next level (S1 under L5). Everything above the first labeled
 belongs to the level above it (T10 above T11). With T10..L5 and the sacrum (the phantom's
 anatomy map) the slabs are the truth's; with T11..L5 only they agree for tumors within
 T11..L5 except where the L5-S1 disc differs from the L4-L5 one (a few millimetres).
+A tumor spans the levels whose slabs it reaches at least :data:`MIN_LEVEL_DEPTH_MM` into,
+plus its epicentre's (a voxel or two across a mid-disc plane is not the next level).
 
 **Disc spaces**: the part of level *k*'s slab below body *k*'s inferior extreme is the
 disc space "k-(k+1)" (e.g. "L2-L3"); a tumor touches it when any voxel lies there.
@@ -65,6 +67,9 @@ CANAL_MARGIN_MM = 4.0
 SUPERIOR_PERCENTILE, INFERIOR_PERCENTILE = 1, 99
 #: Reach (mm) below the top of the sacrum used to measure S1's plane.
 SACRUM_TOP_MM = 25
+#: Depth (mm, span of the tumor's voxel centres along the spine axis) a tumor must reach into a
+#: level's slab for that level to count among the levels it spans (:func:`tumor_levels`).
+MIN_LEVEL_DEPTH_MM = 1.0
 
 
 class LevelPlane(NamedTuple):
@@ -158,11 +163,23 @@ def levels_of(points_ras: np.ndarray, planes) -> np.ndarray:
     return np.clip(level, 0, len(ALL_LEVELS) - 1)
 
 
-def tumor_levels(points_ras: np.ndarray, planes) -> tuple[list[int], int]:
-    """``(levels, epicentre)``: indices in :data:`ALL_LEVELS` of every level slab a tumor's
-    points touch and of the slab holding their centroid."""
-    levels = np.unique(levels_of(points_ras, planes)).tolist()
-    return [int(k) for k in levels], int(levels_of(points_ras.mean(0)[None], planes)[0])
+def tumor_levels(points_ras: np.ndarray, planes, min_depth_mm: float = MIN_LEVEL_DEPTH_MM) -> tuple[list[int], int]:
+    """``(levels, epicentre)``: indices in :data:`ALL_LEVELS` of the level slabs a tumor reaches
+    into and of the slab holding its centroid.
+
+    A slab counts when the tumor's points in it span at least ``min_depth_mm`` along that
+    level's spine axis, or when it holds the centroid: a tumor grazing a mid-disc plane by a
+    voxel or two does not involve the next level (the plane itself is not placed more
+    precisely than that). When no slab qualifies (a tiny tumor on a plane) all touched count.
+    """
+    level = levels_of(points_ras, planes)
+    epicentre = int(levels_of(points_ras.mean(0)[None], planes)[0])
+    touched = [int(k) for k in np.unique(level)]
+    if not planes:
+        return touched, epicentre
+    reached = [k for k in touched
+               if k == epicentre or np.ptp(points_ras[level == k] @ _axis_at(planes, k)) >= min_depth_mm]
+    return reached or touched, epicentre
 
 
 def discs_of(points_ras: np.ndarray, planes) -> list[str]:

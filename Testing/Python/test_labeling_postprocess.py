@@ -129,6 +129,21 @@ def test_bodies_bridged_across_thin_discs_are_separated():
     assert np.array_equal(out[truth > 0], truth[truth > 0])
 
 
+def test_bodies_bridged_in_pairs_are_separated_when_pairs_are_the_typical_component():
+    """Three of four components are two bodies each (52 mm tall, over MAX_BODY_HEIGHT_MM), each pair
+    called by one name: their median height is a pair's, so only the absolute bound splits them."""
+    truth = stacked_bodies(height=11)
+    pred = truth.copy()
+    for upper, name in ((1, 3), (3, 4), (6, 6)):
+        pair = (truth == upper) | (truth == upper + 1)
+        pred[pair] = name
+        r = 2 + upper * 15                     # the disc between the two bodies
+        pred[3:5, r - 4:r, 9:11] = name
+    assert postprocess.MAX_BODY_HEIGHT_MM == 50.0 and (11 * 2 + 4) * SPACING[1] > 50.0
+    out, _ = enforce_anatomy(pred, probs_from(pred))
+    assert np.array_equal(out[truth > 0], truth[truth > 0])
+
+
 def test_a_body_the_network_missed_leaves_a_gap_of_one_name():
     truth = stacked_bodies()
     pred = truth.copy()

@@ -147,6 +147,25 @@ def test_extents_are_exact_for_a_box_and_discs_are_named():
     assert localize_tumors(vert.with_array(below), vert)[0].levels == ["S1"]
 
 
+def test_a_tumor_grazing_a_mid_disc_plane_does_not_span_the_next_level():
+    """L3's slab starts at its top, 122 mm (rows of 0.5 mm); MIN_LEVEL_DEPTH_MM is 1 mm."""
+    vert = _synthetic_spine()
+
+    def levels(first_mm, last_mm):
+        tumor = np.zeros(vert.shape, np.uint8)
+        tumor[6:9, int(first_mm / 0.5):int(last_mm / 0.5) + 1, 20:32] = 1
+        return localize_tumors(vert.with_array(tumor), vert)[0].levels
+
+    assert localization.MIN_LEVEL_DEPTH_MM == 1.0
+    assert levels(110.0, 122.5) == ["L2"]              # two rows on and past the plane: 0.5 mm deep
+    assert levels(110.0, 123.0) == ["L2", "L3"]        # three rows: 1 mm into L3
+    assert levels(110.0, 130.0) == ["L2", "L3"]
+    # one row above the plane, three below, centroid in L3: L2 is only grazed
+    assert levels(121.5, 123.0) == ["L3"]
+    # a tumor lying in L3 only a voxel deep still has its own level (the epicentre's)
+    assert levels(122.5, 122.5) == ["L3"]
+
+
 def test_canal_compromise(cases):
     case = cases["extradural"]
     sac, cord = _masks(case.anatomy)

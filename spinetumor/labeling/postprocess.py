@@ -9,8 +9,9 @@ their names increase downwards without repetition.
    when it is at least ``min_fraction`` of the typical body size and at least
    :data:`MIN_BODY_MM3`; smaller ones are fragments. The discs separate the bodies, so a
    body whose voxels the network split between two names stays one candidate; a
-   component much taller than a body (bodies bridged across discs) is split at its
-   thinnest places (or, failing that, by the network's level names).
+   component much taller than a body (:data:`BRIDGED_HEIGHT` typical heights, or over
+   :data:`MAX_BODY_HEIGHT_MM`: bodies bridged across discs) is split at its thinnest
+   places (or, failing that, by the network's level names).
 2. Candidates are sorted by their superior-inferior position and, since bodies are
    stacked without gaps, named as one contiguous run: naming one body names them all.
    The run's offset maximizes ``sum(keep_bonus + p_level)`` over the kept bodies' voxels
@@ -41,6 +42,11 @@ TIE_BREAK = 1e-4
 #: A vertebra-mask component taller than this many typical body heights is two bodies bridged
 #: (e.g. across a thin disc) and is split where it is thinnest.
 BRIDGED_HEIGHT = 1.6
+#: A component taller than this (mm, along the image's superior-inferior axis) is bridged bodies
+#: whatever its neighbours measure: adult T11..L5 bodies are 20-35 mm tall, up to about 45 mm
+#: along the image axis where lordosis tilts them. The relative rule above fails when most
+#: components are pairs (their median is then a pair's height).
+MAX_BODY_HEIGHT_MM = 50.0
 #: Most erosion (voxels) tried to separate bridged bodies; thicker bridges are not discs.
 MAX_EROSION = 6
 
@@ -129,7 +135,8 @@ def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min
 
     A body is a connected component of the vertebra mask (any level): the discs separate
     the bodies, so a body the network split between two level names stays one candidate.
-    A component much taller than the typical body (bodies bridged across thin discs) is split
+    A component much taller than the typical body or than :data:`MAX_BODY_HEIGHT_MM` (bodies
+    bridged across thin discs) is split
     where it is thinnest (:func:`_split_bridged`), or else by the network's level names. Components under ``min_voxels`` are fragments.
     """
     from scipy import ndimage
@@ -151,7 +158,7 @@ def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min
     while pending:
         comp, height = pending.pop()
         parts = [comp.mask]
-        if height > BRIDGED_HEIGHT * typical:
+        if height > BRIDGED_HEIGHT * typical or height * spacing_si > MAX_BODY_HEIGHT_MM:
             parts = _split_bridged(comp.mask, min_voxels)
             if len(parts) == 1:         # a thick bridge: fall back to the network's level names
                 parts = _level_components(labels[comp.slices], comp.mask, probs, n_levels)
