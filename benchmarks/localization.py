@@ -142,9 +142,10 @@ def main(argv=None) -> int:
             f"{PHANTOM_SEED}.., {args.per_type} per tumor type; truth from the phantom's anatomy (`truth.json`). "
             "Real anatomy: phantom tumors inserted (3D augmentation) into chu_17, chu_18 and chu_19, which no model "
             "was trained on; truth = the location with the scans' reference vertebra labels. A tumor's levels are "
-            "the bodies whose level slabs (bounded by the mid-disc planes) it reaches at least 1 mm into, plus its "
-            "epicentre's (`MIN_LEVEL_DEPTH_MM`, since commit 0b5ec6c; before, any voxel counted); disc spaces, the mid-disc "
-            "planes it crosses. Phantom disc spaces are scored against the location with the phantom's own labels.\n\n" + table(groups) + "\n\n"
+            "the bodies whose level slabs (a body and the disc below it, bounded by the planes through the bodies' "
+            "superior end plates) it reaches at least 1 mm into, plus its epicentre's (`MIN_LEVEL_DEPTH_MM`, since "
+            "commit 0b5ec6c; before, any voxel counted); disc spaces, the parts of the slabs below the bodies that it "
+            "touches. Phantom disc spaces are scored against the location with the phantom's own labels.\n\n" + table(groups) + "\n\n"
             f"Levels wrong with the labeling model, phantoms: {misses(phantoms, 'predicted_labels')}.\n\n"
             + (f"Levels wrong with the labeling model, real anatomy: {misses(real, 'predicted_labels')}.\n"
                if real else "Real anatomy: not measured (../shared/data absent).\n"))

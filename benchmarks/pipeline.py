@@ -6,7 +6,7 @@ whole ``spinetumor run`` command (a fresh process: start-up, reading, analysis, 
 output) on a real 381 x 381 x 77 Chu scan as it is and with a phantom tumor inserted by
 TumorAugmentation. Writes the "## End-to-end pipeline" section of docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/pipeline.py [--per-type 2]
+    .venv/bin/python benchmarks/pipeline.py [--per-type 2] [--timing-only]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
 from spinetumor import labels  # noqa: E402
-from spinetumor.io import read_volume  # noqa: E402
+from spinetumor.demo import insert_phantom_tumor  # noqa: E402
+from spinetumor.io import read_volume, write_volume  # noqa: E402
 from spinetumor.phantom import generate  # noqa: E402
 from spinetumor.pipeline import analyze  # noqa: E402
 
@@ -52,25 +53,14 @@ def time_command(image: Path, out: Path) -> tuple[float, dict]:
     return seconds, json.loads((out / "report.json").read_text())
 
 
-def with_inserted_tumor(volume, out: Path, seed: int = 7, tumor_type: str = "intradural-extramedullary") -> Path:
-    """``volume`` with a phantom tumor glided into its CSF (as ``make demo`` does), written to ``out``."""
-    from spinetumor.augmentation.dataset import source_from_phantom
-    from spinetumor.augmentation.glide import insert_once
-    from spinetumor.io import write_volume
-    from spinetumor.labeling.infer import label_vertebrae
-
-    insertion = insert_once(source_from_phantom(seed, tumor_type), volume, label_vertebrae(volume).labels,
-                            mode="3d", seed=seed, name=out.name)
-    return write_volume(insertion.image, out)
-
-
 def real_scan_timing() -> str:
     """The whole command on the real Chu scan, tumor-free and with an inserted tumor (a Markdown paragraph)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs = {"as it is (no tumor)": CHU,
-                  "with an intradural-extramedullary phantom tumor inserted (seed 7)":
-                      with_inserted_tumor(read_volume(CHU), tmp / "chu_02_with_tumor.nii.gz")}
+                  "with an intradural-extramedullary phantom tumor inserted (seed 7)": write_volume(
+                      insert_phantom_tumor(read_volume(CHU), 7, "intradural-extramedullary", CHU.name).image,
+                      tmp / "chu_02_with_tumor.nii.gz")}
         lines = []
         for what, image in inputs.items():
             seconds, result = time_command(image, tmp / f"out{len(lines)}")

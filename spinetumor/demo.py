@@ -36,16 +36,21 @@ def demo_phantom(out: Path, seed: int, progress=None) -> Path:
     return out / "report.html"
 
 
-def demo_sample(out: Path, seed: int, tumor_type: str = "extradural", progress=None) -> Path:
-    """Insert a phantom tumor into the bundled real scan, then analyze it; returns its report.html."""
+def insert_phantom_tumor(volume, seed: int, tumor_type: str, name: str = "target"):
+    """``volume`` with the ``tumor_type`` tumor of phantom ``seed`` glided into its CSF by
+    TumorAugmentation (3D, at the first position it fits), placed by the vertebra labeling;
+    returns the :class:`~spinetumor.augmentation.glide.Insertion`."""
     from .augmentation.dataset import source_from_phantom
     from .augmentation.glide import insert_once
     from .labeling.infer import label_vertebrae
 
-    volume = read_volume(SAMPLE)
-    labeling = label_vertebrae(volume)
-    patch = source_from_phantom(seed, tumor_type)
-    insertion = insert_once(patch, volume, labeling.labels, mode="3d", seed=seed, name=SAMPLE.name)
+    return insert_once(source_from_phantom(seed, tumor_type), volume, label_vertebrae(volume).labels,
+                       mode="3d", seed=seed, name=name)
+
+
+def demo_sample(out: Path, seed: int, tumor_type: str = "extradural", progress=None) -> Path:
+    """Insert a phantom tumor into the bundled real scan, then analyze it; returns its report.html."""
+    insertion = insert_phantom_tumor(read_volume(SAMPLE), seed, tumor_type, SAMPLE.name)
     where = (f"at {insertion.level} ({insertion.position_mm:.0f} mm along the CSF from the top of the "
              "labeled levels)") if insertion.level else (
         f"{insertion.position_mm:.0f} mm along the CSF from its top (the vertebra labeling named no level "

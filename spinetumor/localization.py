@@ -22,7 +22,7 @@ belongs to the level above it (T10 above T11). With T10..L5 and the sacrum (the 
 anatomy map) the slabs are the truth's; with T11..L5 only they agree for tumors within
 T11..L5 except where the L5-S1 disc differs from the L4-L5 one (a few millimetres).
 A tumor spans the levels whose slabs it reaches at least :data:`MIN_LEVEL_DEPTH_MM` into,
-plus its epicentre's (a voxel or two across a mid-disc plane is not the next level).
+plus its epicentre's (a voxel or two past the next body's superior plane is not the next level).
 
 **Disc spaces**: the part of level *k*'s slab below body *k*'s inferior extreme is the
 disc space "k-(k+1)" (e.g. "L2-L3"); a tumor touches it when any voxel lies there.
@@ -168,8 +168,8 @@ def tumor_levels(points_ras: np.ndarray, planes, min_depth_mm: float = MIN_LEVEL
     into and of the slab holding its centroid.
 
     A slab counts when the tumor's points in it span at least ``min_depth_mm`` along that
-    level's spine axis, or when it holds the centroid: a tumor grazing a mid-disc plane by a
-    voxel or two does not involve the next level (the plane itself is not placed more
+    level's spine axis, or when it holds the centroid: a tumor grazing the next body's superior
+    plane by a voxel or two does not involve that level (the plane itself is not placed more
     precisely than that). When no slab qualifies (a tiny tumor on a plane) all touched count.
     """
     level = levels_of(points_ras, planes)

@@ -147,7 +147,7 @@ def test_extents_are_exact_for_a_box_and_discs_are_named():
     assert localize_tumors(vert.with_array(below), vert)[0].levels == ["S1"]
 
 
-def test_a_tumor_grazing_a_mid_disc_plane_does_not_span_the_next_level():
+def test_a_tumor_grazing_the_next_bodys_superior_plane_does_not_span_that_level():
     """L3's slab starts at its top, 122 mm (rows of 0.5 mm); MIN_LEVEL_DEPTH_MM is 1 mm."""
     vert = _synthetic_spine()
 

@@ -136,8 +136,8 @@ def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min
     A body is a connected component of the vertebra mask (any level): the discs separate
     the bodies, so a body the network split between two level names stays one candidate.
     A component much taller than the typical body or than :data:`MAX_BODY_HEIGHT_MM` (bodies
-    bridged across thin discs) is split
-    where it is thinnest (:func:`_split_bridged`), or else by the network's level names. Components under ``min_voxels`` are fragments.
+    bridged across thin discs) is split where it is thinnest (:func:`_split_bridged`), or else
+    by the network's level names. Components under ``min_voxels`` are fragments.
     """
     from scipy import ndimage
 
