@@ -380,9 +380,7 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
              f"scans held out of these tumors, x {VAL_SOURCES_PER_TYPE} other tumors per type, seeds from "
              f"{VAL_SOURCE_SEED}); test {datasets['test']['samples']} samples (the three Chu validation scans of the "
              f"labeling model x {TEST_SOURCES_PER_TYPE} other tumors per type, seeds from {TEST_SOURCE_SEED}). No "
-             f"scan is in two of them and no tumor in two. The tumor network was trained on other tumors inserted "
-             f"into all nine Chu training scans and on those scans without tumor, so on the validation scans it "
-             f"has seen the anatomy; it has seen none of the test scans.",
+             f"scan is in two of them and no tumor in two. " + network_scans_sentence(result["network_scans"]),
              "", "**Random forest** (each at its own threshold and minimum volume, chosen on phantoms; "
              + forests_outline(result["forest"]) + "). Tumor-free: "
              "the set's scans themselves. The last rows score the tumor network the forests take as a feature, "
@@ -406,6 +404,30 @@ def report(result: dict, elapsed: float, datasets: dict) -> str:
                      f"| {np.mean(np.array(pt) == np.array(pp)):.3f} ({len(pt)}) | {confusion(pt, pp)} |")
     lines += ["", shipping_note(result)]
     return "\n".join(lines) + "\n"
+
+
+def network_scans(manifest: dict) -> dict:
+    """The Chu scans a tumor network's manifest says it trained on: with inserted tumors (its
+    ``--extra`` datasets' targets) and without tumor (``--negatives``), sorted names."""
+    targets = {t for summary in (manifest.get("extra_datasets") or {}).values() if summary
+               for t in summary.get("targets", [])}
+    negatives = {Path(p).name.replace("_t2.nii.gz", "") for p in manifest.get("training", {}).get("negatives", [])}
+    return {"with_tumors": sorted(targets), "tumor_free": sorted(negatives)}
+
+
+def network_scans_sentence(seen: dict) -> str:
+    """Which of the validation and test scans the tumor network has seen in training (a sentence)."""
+    from spinetumor.labeling.dataset import CHU_VALIDATION
+
+    anatomy = set(seen["with_tumors"]) | set(seen["tumor_free"])
+
+    def part(scans) -> str:
+        known = [s for s in scans if s in anatomy]
+        return ", ".join(known) if known else "none"
+
+    return (f"The tumor network was trained on other tumors inserted into {', '.join(seen['with_tumors']) or 'no scan'} "
+            f"and on {', '.join(seen['tumor_free']) or 'no scan'} without tumor: of the validation scans it has seen "
+            f"{part(VALIDATION_SCANS)}, of the test scans {part(CHU_VALIDATION)}.")
 
 
 def forests_outline(forests: dict) -> str:
@@ -441,6 +463,7 @@ def main(argv=None) -> int:
     from spinetumor.augmentation.dataset import read_training_cases
     from spinetumor.labeling.dataset import CHU_VALIDATION
     from spinetumor.segmentation.train import augmented_cases
+    from spinetumor.segmentation.tumor import load_tumor_model
 
     root = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -472,6 +495,7 @@ def main(argv=None) -> int:
     result = {"forest": forest_part(out, out / "train", sets, other_networks=args.other_network,
                                     train_other=not args.shipped_forest_only),
               "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
+    result["network_scans"] = network_scans(load_tumor_model().net.manifest)
     result["elapsed_s"] = time.time() - t0
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     text = report(result, result["elapsed_s"], datasets)

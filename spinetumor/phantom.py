@@ -490,9 +490,9 @@ def _paint_discs(grid: _Grid, spine: _Spine) -> None:
     pairs = [(-1, 0)] + [(k, k + 1) for k in range(8)]
     for upper, lower in pairs:
         if lower == 8:
-            P2, t2, n2, h2 = spine.Ps, spine.ts, spine.ns, 0.0
+            P2, t2, h2 = spine.Ps, spine.ts, 0.0
         else:
-            P2, t2, n2, h2 = spine.P[lower], spine.t[lower], spine.n[lower], spine.h[lower]
+            P2, t2, h2 = spine.P[lower], spine.t[lower], spine.h[lower]
         if upper == -1:
             P1 = spine.P[0] - spine.t[0] * (spine.h[0] + spine.disc_above)
             t1, n1, h1, k_ref = spine.t[0], spine.n[0], 0.0, 0

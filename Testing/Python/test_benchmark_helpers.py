@@ -84,3 +84,16 @@ def test_a_forest_is_reused_only_when_made_the_same_way():
     assert not same_forest_recipe(trained, shipped, [])                         # phantoms only
     assert not same_forest_recipe({**trained, "settings": {}}, shipped, ["runs/a/train"])   # forest's own outline
     assert not same_forest_recipe({**trained, "tumor_net": {"sha256": "def"}}, shipped, ["runs/a/train"])
+
+
+def test_the_real_anatomy_report_names_the_validation_scans_the_tumor_network_has_seen():
+    from benchmarks.real_anatomy import network_scans, network_scans_sentence
+
+    manifest = {"extra_datasets": {"runs/x": {"targets": ["chu_02", "chu_13"]}, "runs/missing": None},
+                "training": {"negatives": ["../shared/data/chu_lumbar_t2/chu_14_t2.nii.gz"]}}
+    seen = network_scans(manifest)
+    assert seen == {"with_tumors": ["chu_02", "chu_13"], "tumor_free": ["chu_14"]}
+    assert network_scans_sentence(seen).endswith(
+        "of the validation scans it has seen chu_13, chu_14, of the test scans none.")
+    unseen = network_scans({"extra_datasets": {"runs/x": {"targets": ["chu_02"]}}, "training": {"negatives": []}})
+    assert network_scans_sentence(unseen).endswith("of the validation scans it has seen none, of the test scans none.")
