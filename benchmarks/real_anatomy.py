@@ -463,7 +463,7 @@ def main(argv=None) -> int:
     from spinetumor.augmentation.dataset import read_training_cases
     from spinetumor.labeling.dataset import CHU_VALIDATION
     from spinetumor.segmentation.train import augmented_cases
-    from spinetumor.segmentation.tumor import load_tumor_model
+    from spinetumor.segmentation.tumor_net import load_tumor_net
 
     root = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -481,6 +481,9 @@ def main(argv=None) -> int:
     out, chu = Path(args.out), Path(args.chu_dir)
     if args.report_only:
         result = json.loads((out / "result.json").read_text())
+        if "network_scans" not in result:
+            raise SystemExit(f"{out / 'result.json'} does not record which scans the tumor network saw; "
+                             "rerun without --report-only")
         datasets = {k: json.loads((out / k / "dataset.json").read_text()) for k in ("train", "val", "test")}
         text = report(result, result["elapsed_s"], datasets)
         print(text)
@@ -495,7 +498,7 @@ def main(argv=None) -> int:
     result = {"forest": forest_part(out, out / "train", sets, other_networks=args.other_network,
                                     train_other=not args.shipped_forest_only),
               "cnn": cnn_part(out, out / "train", test_training, Path(args.cnn_cache))}
-    result["network_scans"] = network_scans(load_tumor_model().net.manifest)
+    result["network_scans"] = network_scans(load_tumor_net().manifest)
     result["elapsed_s"] = time.time() - t0
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     text = report(result, result["elapsed_s"], datasets)
