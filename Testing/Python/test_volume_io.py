@@ -123,6 +123,18 @@ def test_write_read_keeps_geometry_and_values(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary left behind
 
 
+def test_outputs_get_the_users_default_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o027)
+    try:
+        path = write_volume(oblique_volume(), tmp_path / "v.nii.gz")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640   # 0666 less the umask; mkstemp alone gives 0600
+
+
 @pytest.mark.parametrize("relative", SAGITTAL_SCANS)
 def test_real_scan_file_round_trip(test_data, tmp_path, relative):
     vol = read_volume(test_data / relative)
