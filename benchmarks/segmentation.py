@@ -301,7 +301,7 @@ def report(models, results, kinds, skipped, args, seconds_512, seconds_512_none,
     lines = [f"Machine: {machine()}. Script: `benchmarks/segmentation.py` "
              f"(--train-cases {args.train_cases} --val-cases {args.val_cases} --per-type {args.per_type} "
              f"--free {args.free} --seed {args.seed}" + (f" --net {args.net}" if args.net else "")
-             + f"; {total / 60:.0f} min, while other jobs shared the 2 cores).",
+             + f"; {total / 60:.0f} min wall).",
              "",
              f"Held-out phantoms (seeds from `TEST_SEED_BASE`, never used for training or validation): "
              f"{', '.join(f'{int((kinds == t).sum())} {t}' for t in types)}, "
