@@ -60,6 +60,12 @@ class Volume:
             raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
         return Volume(array, self.spacing, self.origin, self.direction)
 
+    def crop(self, box) -> "Volume":
+        """The sub-volume ``array[box]`` (``box``: three slices in (k, j, i) order, steps of 1)
+        in place: same spacing and direction, origin moved to its first voxel."""
+        start = [sl.indices(n)[0] for sl, n in zip(box, self.shape)]
+        return Volume(self.array[tuple(box)], self.spacing, tuple(self.index_to_lps(start)), self.direction)
+
     def ijk_to_lps(self) -> np.ndarray:
         """4x4 matrix mapping homogeneous (i, j, k, 1) indices to LPS millimetres."""
         m = np.eye(4)

@@ -208,3 +208,34 @@ def test_hard_negatives_are_searched_in_every_phantom_but_a_share_of_augmented_s
     names = [f"aug_{i:02d}" for i in range(8)] + ["phantom_1", "free_chu_02"]
     index = hard_negative_index(_SaysTumorEverywhere(), {n: case for n in names}, "cpu")
     assert sorted(index) == sorted(["phantom_1", "free_chu_02"] + names[:8:HARD_SEARCH_EVERY_AUGMENTED])
+
+
+def test_predicting_some_slices_gives_those_slices_the_values_of_predicting_all():
+    rng = np.random.default_rng(3)
+    net = load_tumor_net(device="cpu")
+    norm = rng.uniform(0.2, 1.5, (6, 40, 30)).astype(np.float32)
+    sac = np.zeros(norm.shape, bool)
+    sac[:, 5:35, 12:18] = True
+    spacing = np.array([3.0, 1.0, 1.0])
+    everything = predict_probability(net, norm, sac, spacing)
+    some = predict_probability(net, norm, sac, spacing, slices=[1, 4])
+    np.testing.assert_allclose(some[[1, 4]], everything[[1, 4]], atol=1e-6)
+    assert not some[[0, 2, 3, 5]].any()
+    assert everything.min() >= 0 and everything.max() <= 1
+
+
+def test_inference_networks_use_the_channels_last_layout_with_the_same_outputs():
+    import torch
+
+    from spinetumor.labeling.network import NetConfig, build_unet, for_inference
+
+    torch.manual_seed(0)
+    net = build_unet(NetConfig.from_dict(tumor_net.NET_CONFIG)).eval()
+    x = torch.randn(2, 4, 64, 48)
+    with torch.inference_mode():
+        expected = net(x)
+        fast = for_inference(net, torch.device("cpu"))
+        assert next(fast.parameters()).is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=1e-4)
+    shipped = load_tumor_net(device="cpu").net
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in shipped.parameters() if p.dim() == 4)

@@ -160,3 +160,18 @@ def test_postprocessing_choice_breaks_ties_towards_caution():
     scores, kinds = _scores([[0.90, 0.65], [0.60, 0.60], [0.645, 0.62]], [[0, 1], [1, 1], [1, 1]])
     choice = train.choose_postprocessing(scores, kinds, thresholds, volumes)
     assert (choice["threshold"], choice["min_volume_mm3"]) == (0.8, 0.0)
+
+
+def test_forest_probability_split_over_threads_is_bitwise_one_call(monkeypatch):
+    from sklearn.ensemble import RandomForestClassifier
+
+    from spinetumor.segmentation import tumor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(0, 0.5, 3000) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=8, random_state=0).fit(x, y)
+    monkeypatch.setattr(tumor, "PARALLEL_MIN_ROWS", 100)
+    one_call = forest.predict_proba(x)[:, 1]
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(tumor.tumor_probability(forest, x, 1, threads=threads), one_call)

@@ -255,3 +255,15 @@ def test_some_nan_voxels_are_read_as_zero(tmp_path):
 def _write(path, image):
     sitk.WriteImage(image, str(path))
     return path
+
+
+def test_crop_keeps_every_voxel_where_it_was_on_an_oblique_anisotropic_volume():
+    source = oblique_volume()
+    box = (slice(2, 6), slice(3, 11), slice(1, 12))
+    crop = source.crop(box)
+    assert crop.shape == (4, 8, 11)
+    assert crop.spacing == source.spacing
+    np.testing.assert_array_equal(crop.direction, source.direction)
+    np.testing.assert_allclose(crop.origin, source.index_to_lps([2, 3, 1]))
+    assert_same_physical_voxels(source, crop)
+    assert source.crop((slice(None),) * 3).origin == source.origin

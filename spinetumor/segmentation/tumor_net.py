@@ -73,7 +73,7 @@ def load_tumor_net(path=None, device=None) -> TumorNet:
     from safetensors.torch import load_file
 
     from ..device import select_device
-    from ..labeling.network import NetConfig, build_unet
+    from ..labeling.network import NetConfig, build_unet, for_inference
 
     weights = Path(path) if path else DEFAULT_NET
     manifest = verified_manifest(weights, "tumor network")
@@ -83,7 +83,7 @@ def load_tumor_net(path=None, device=None) -> TumorNet:
     net = build_unet(config)
     net.load_state_dict(load_file(str(weights)))
     device = device if isinstance(device, torch.device) else select_device(device)
-    return TumorNet(net.to(device).eval(), manifest, device, str(weights))
+    return TumorNet(for_inference(net, device), manifest, device, str(weights))
 
 
 def export_tumor_net(state_dict, out_weights, manifest_extra: dict) -> dict:
@@ -156,16 +156,32 @@ def channel_probability(net, x: np.ndarray, device, multiple: int, batch: int = 
     return out
 
 
+def slice_probability(net, x: np.ndarray, device, multiple: int, slices=None, batch: int = 8,
+                      cancel=None) -> np.ndarray:
+    """Tumor probability [n, r, c] of the ``slices`` (indices, default all) of input channels
+    ``x`` [n, 4, r, c]; the other slices stay 0.
+
+    Each slice's channels already hold its neighbours, so a slice's probability does not
+    depend on which other slices are predicted: skipping slices nobody reads saves time only.
+    """
+    index = np.arange(len(x)) if slices is None else np.asarray(slices, int)
+    out = np.zeros(x[:, 0].shape, np.float32)
+    if len(index):
+        out[index] = channel_probability(net, x[index], device, multiple, batch, cancel)
+    return out
+
+
 def predict_probability(model: TumorNet, norm: np.ndarray, sac: np.ndarray, spacing, batch: int = 4,
-                        cancel=None) -> np.ndarray:
+                        cancel=None, slices=None) -> np.ndarray:
     """Tumor probability on the working grid of a normalised [s, r, c] stack with its sac mask.
 
     ``norm`` is the image divided by the CSF median, ``spacing`` the working grid's (s, r, c)
-    spacing in mm. Slices are padded to a multiple of the network's pooling factor.
+    spacing in mm, ``slices`` the indices of the slices to predict (default all; the others
+    stay 0). Slices are padded to a multiple of the network's pooling factor.
     """
     from ..labeling.network import NetConfig, min_input_multiple
 
     config = NetConfig.from_dict(model.manifest.get("architecture", NET_CONFIG))
     x = net_channels(to_net_grid(norm, spacing), to_net_grid(sac.astype(np.float32), spacing))
-    out = channel_probability(model.net, x, model.device, min_input_multiple(config), batch, cancel)
+    out = slice_probability(model.net, x, model.device, min_input_multiple(config), slices, batch, cancel)
     return from_net_grid(out, norm.shape)
