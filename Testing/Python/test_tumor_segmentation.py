@@ -121,7 +121,7 @@ def test_sha256_mismatch_is_refused(tmp_path):
 
 
 def test_a_forest_refuses_another_network_than_its_own(tmp_path):
-    from spinetumor.segmentation.tumor_net import DEFAULT_NET, export_tumor_net, load_tumor_net
+    from spinetumor.segmentation.tumor_net import DEFAULT_NET, export_tumor_net
 
     shutil.copy(DEFAULT_MODEL, tmp_path / "tumor_rf.skops")
     manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
@@ -130,8 +130,9 @@ def test_a_forest_refuses_another_network_than_its_own(tmp_path):
     (tmp_path / "tumor_rf.json").write_text(json.dumps(manifest))
     with pytest.raises(TumorModelError, match="tumor network weights not found"):
         load_tumor_model(tmp_path / "tumor_rf.skops")
-    net = load_tumor_net()
-    state = {k: v + 1 if v.is_floating_point() else v for k, v in net.net.state_dict().items()}
+    from safetensors.torch import load_file
+
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in load_file(str(DEFAULT_NET)).items()}
     export_tumor_net(state, tmp_path / DEFAULT_NET.name, {})        # a valid network, but not this forest's
     with pytest.raises(TumorModelError, match="not the tumor network this forest was trained with"):
         load_tumor_model(tmp_path / "tumor_rf.skops")
@@ -181,3 +182,15 @@ def test_features_are_scanner_independent():
     np.testing.assert_allclose(a.values, b.values, rtol=1e-3, atol=1e-3)
     assert abs(b.reference / a.reference - 37.5) < 1e-3 * 37.5
     assert axis_spacing is not None
+
+
+def test_signed_distances_side_by_side_equal_one_at_a_time():
+    from spinetumor.segmentation.features import signed_distance, signed_distances
+
+    rng = np.random.default_rng(1)
+    spacing = np.array([3.0, 0.8, 0.8])
+    masks = {"a": rng.random((6, 30, 20)) > 0.97, "empty": np.zeros((6, 30, 20), bool), "none": None}
+    found = signed_distances(masks, spacing)
+    assert found["none"] is None
+    np.testing.assert_array_equal(found["a"], signed_distance(masks["a"], spacing))
+    np.testing.assert_array_equal(found["empty"], signed_distance(masks["empty"], spacing))

@@ -124,6 +124,7 @@ def label_vertebrae(volume, device=None, progress=None, cancel=None, *, model=No
     (a module, or a ``(module, manifest)`` pair from :func:`~spinetumor.labeling.model.load_model`).
     """
     import torch
+    from scipy import ndimage
 
     from ..device import select_device
     from ..labels import VERTEBRAE
@@ -168,16 +169,18 @@ def label_vertebrae(volume, device=None, progress=None, cancel=None, *, model=No
     result_canon = canon.with_array(labels)
     levels, missing = {}, []
     voxel_ml = float(np.prod(canon.spacing)) / 1000.0
+    boxes = ndimage.find_objects(labels)           # each level's bounding box: measure it there, not everywhere
     for lab in VERTEBRAE:
-        mask = labels == lab.value
-        if not mask.any():
+        box = boxes[lab.value - 1] if lab.value <= len(boxes) else None
+        if box is None:
             levels[lab.key] = LevelResult(lab.key, lab.value, False)
             missing.append(lab.key)
             continue
-        kji = np.argwhere(mask).mean(axis=0)
+        mask = labels[box] == lab.value
+        kji = np.argwhere(mask).mean(axis=0) + [sl.start for sl in box]
         levels[lab.key] = LevelResult(lab.key, lab.value, True, float(mask.sum()) * voxel_ml,
                                       tuple(result_canon.index_to_ras(kji)),
-                                      float(probs[lab.value][mask].mean()) / 255.0)
+                                      float(probs[lab.value][box][mask].mean()) / 255.0)
     out = from_canonical(labels, volume)
     out = out.with_array(out.array.astype(np.uint8))
     info = {k: manifest[k] for k in ("name", "sha256", "date") if k in manifest}

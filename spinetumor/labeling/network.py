@@ -106,15 +106,27 @@ def build_unet(config: NetConfig | None = None):
 
 
 def for_inference(model, device):
-    """``model`` in eval mode on ``device`` with its weights in channels-last layout.
+    """``model`` made fast for inference: eval mode, each batch norm folded into the convolution
+    before it, weights in channels-last layout, on ``device``.
 
-    oneDNN (CPU) and cuDNN run channels-last convolutions faster (about 1.5-2x for these
-    U-Nets on a 2-core CPU); the outputs are the same up to float rounding (about 1e-5).
-    Inference only: training keeps the default layout.
+    In eval mode a batch norm is a fixed per-channel scale and shift, so folding it into the
+    convolution's weights and bias gives the same function with one pass less; oneDNN (CPU)
+    and cuDNN run channels-last convolutions faster (together about 2x for these U-Nets on
+    a 2-core CPU). The outputs are the same up to float rounding (about 1e-5). Changes
+    ``model`` in place; inference only (training keeps its batch norms and layout).
     """
     import torch
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    return model.to(device=device, memory_format=torch.channels_last).eval()
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+    return model.to(device=device, memory_format=torch.channels_last)
 
 
 def min_input_multiple(config: NetConfig) -> int:

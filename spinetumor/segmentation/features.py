@@ -43,6 +43,7 @@ Features (all float32, distances and scales in millimetres, so they mean the sam
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,6 +192,20 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return np.minimum(out, ABSENT_MM)
 
 
+def signed_distances(masks: dict, spacing: np.ndarray) -> dict:
+    """:func:`signed_distance` of each mask in ``masks`` (a None mask gives None), side by side.
+
+    scipy's distance transform releases the GIL, so the masks run in threads, one per core:
+    the same arrays as one after the other, in a fraction of the time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    given = {name: mask for name, mask in masks.items() if mask is not None}
+    with ThreadPoolExecutor(max(1, min(len(given), os.cpu_count() or 1))) as pool:
+        futures = {name: pool.submit(signed_distance, mask, spacing) for name, mask in given.items()}
+        return {name: futures[name].result() if name in futures else None for name in masks}
+
+
 def csf_reference(image: np.ndarray, canal: np.ndarray, cord: np.ndarray) -> float:
     """Median intensity of the CSF (sac minus cord; the whole sac if that is empty); must be > 0."""
     csf = canal & ~cord
@@ -313,7 +328,8 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
     check_cancel(cancel)
     reference = csf_reference(smooth, canal_w, cord_w)
     norm = (smooth / reference).astype(np.float32)
-    dist_canal = signed_distance(canal_w, work)
+    dist = signed_distances({"canal": canal_w, "cord": cord_w, "vertebrae": vert_w}, work)
+    dist_canal = dist["canal"]
     roi = dist_canal <= roi_mm
     memberships = None
     kept = np.arange(box[0].start, box[0].stop)
@@ -327,13 +343,14 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
             roi = roi & keep[:, None, None]
             kept = kept[keep]
     check_cancel(cancel)
-    columns = _image_features(norm, roi, work)
-    columns.update(_context_features(norm, roi, work, canal_w, cord_w))
+    g1, g2 = _smoothed(norm, work)
+    columns = _image_features(norm, roi, work, g1, g2)
+    columns.update(_context_features(norm, roi, work, canal_w, cord_w, g1, g2))
     check_cancel(cancel)
     columns["dist_canal_mm"] = dist_canal[roi]
-    columns["dist_cord_mm"] = signed_distance(cord_w, work)[roi]
-    if vert_w is not None and vert_w.any():
-        columns["dist_vertebrae_mm"] = signed_distance(vert_w, work)[roi]
+    columns["dist_cord_mm"] = dist["cord"][roi]
+    if dist["vertebrae"] is not None:
+        columns["dist_vertebrae_mm"] = dist["vertebrae"][roi]
     else:
         columns["dist_vertebrae_mm"] = np.full(int(roi.sum()), ABSENT_MM, np.float32)
     columns.update(_position_features(canal, roi, box, factor, spacing))
@@ -348,16 +365,30 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
     return FeatureStack(box, factor, roi, values, names, reference, kept)
 
 
-def _image_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray) -> dict:
-    """The intensity features (smoothing, gradient, LoG, local sd, neighbour slices) at the ROI voxels."""
+def _smoothed(norm: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``norm`` smoothed in-plane with Gaussians of 1 and 2 mm, computed side by side in two
+    threads (scipy's filters release the GIL); both feature groups start from them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scipy import ndimage
+
+    def smooth(mm: float) -> np.ndarray:
+        return ndimage.gaussian_filter(norm, (0.0, mm / spacing[1], mm / spacing[2]), mode="nearest")
+
+    with ThreadPoolExecutor(2) as pool:
+        return tuple(pool.map(smooth, (1.0, 2.0)))
+
+
+def _image_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, g1: np.ndarray,
+                    g2: np.ndarray) -> dict:
+    """The intensity features (smoothing, gradient, LoG, local sd, neighbour slices) at the ROI voxels;
+    ``g1``, ``g2``: ``norm`` smoothed by :func:`_smoothed`."""
     from scipy import ndimage
 
     def inplane(mm: float) -> tuple:
         return (0.0, mm / spacing[1], mm / spacing[2])
 
     out = {"intensity": norm[roi]}
-    g1 = ndimage.gaussian_filter(norm, inplane(1.0), mode="nearest")
-    g2 = ndimage.gaussian_filter(norm, inplane(2.0), mode="nearest")
     out["gauss_1mm"] = g1[roi]
     out["gauss_2mm"] = g2[roi]
     out["gauss_4mm"] = ndimage.gaussian_filter(g2, inplane(np.sqrt(12.0)), mode="nearest")[roi]
@@ -376,15 +407,13 @@ def _image_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray) -> d
 
 
 def _context_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, canal: np.ndarray,
-                      cord: np.ndarray) -> dict:
+                      cord: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> dict:
     """Marrow-relative intensity, texture and the per-row sac anomalies (see the module docstring)."""
     from scipy import ndimage
 
     def inplane(mm: float) -> tuple:
         return (0.0, mm / spacing[1], mm / spacing[2])
 
-    g1 = ndimage.gaussian_filter(norm, inplane(1.0), mode="nearest")
-    g2 = ndimage.gaussian_filter(norm, inplane(2.0), mode="nearest")
     s_c, c_c = _row_centres(canal)
     cols = np.arange(norm.shape[2])[None, :]
     offset = (cols - c_c[:, None]) * spacing[2]                     # (r, c) mm, + posterior

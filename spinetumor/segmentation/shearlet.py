@@ -170,7 +170,7 @@ def _as_stack(image: np.ndarray) -> tuple[np.ndarray, bool]:
     raise ValueError(f"expected a 2D slice or a 3D stack of slices, got {array.ndim}D")
 
 
-def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int | None = None):
+def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int = -1):
     """Shearlet coefficients of a slice ``[H, W]`` or stack ``[n, H, W]``.
 
     Returns ``(coefficients, bank)``; ``coefficients`` has shape ``[n_filters, *image.shape]``
@@ -185,7 +185,7 @@ def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers
     return (coeffs[:, 0] if was_2d else coeffs), bank
 
 
-def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int | None = None) -> np.ndarray:
+def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int = -1) -> np.ndarray:
     """Adjoint (= inverse, the frame being Parseval) of :func:`forward`."""
     from scipy import fft
 
@@ -199,7 +199,7 @@ def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int | None = No
     return fft.irfft2(total, s=bank.shape, workers=workers)
 
 
-def estimate_sigma(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int | None = None) -> float:
+def estimate_sigma(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int = -1) -> float:
     """Noise standard deviation of a slice or stack from the finest-scale shearlet coefficients.
 
     Each finest-scale subband's median absolute deviation is divided by 0.6745 and by the
@@ -246,7 +246,7 @@ def denoise_stack(
     shears: tuple[int, ...] = DEFAULT_SHEARS,
     rician: bool = False,
     dtype=np.float32,
-    workers: int | None = None,
+    workers: int = -1,
     return_sigma: bool = False,
 ):
     """Shearlet-threshold denoising of a 2D slice or of every slice of a ``[n, H, W]`` stack.
@@ -257,8 +257,10 @@ def denoise_stack(
     low-pass is never thresholded. Slices are independent 2D transforms (the paper
     denoises sagittal slices), computed together for speed. ``dtype`` is the working
     precision: float32 (default) is about twice as fast as float64 and its rounding
-    (~1e-7 relative) is far below any noise level. Returns the denoised array (``dtype``,
-    input shape) and, with ``return_sigma``, the sigma used.
+    (~1e-7 relative) is far below any noise level. ``workers`` is the number of FFT threads
+    (scipy.fft's; -1, the default, uses every core): the slices' transforms are independent,
+    so the result is the same for any number. Returns the denoised array (``dtype``, input
+    shape) and, with ``return_sigma``, the sigma used.
     """
     from scipy import fft
 
