@@ -39,7 +39,7 @@ def crop_at_disc(image, truth, upper: int, keep: str):
     ``keep="below"`` removes every canonical row above the disc (levels <= ``upper`` then
     missing), ``keep="above"`` every row below it (a field of view ending above the sacrum).
     """
-    from spinetumor.volume import Volume, to_canonical
+    from spinetumor.volume import to_canonical
 
     ci, _ = to_canonical(image)
     ct, _ = to_canonical(truth)
@@ -47,9 +47,8 @@ def crop_at_disc(image, truth, upper: int, keep: str):
     rows_lower = np.nonzero((ct.array == upper + 1).any(axis=(0, 2)))[0]
     cut = int((rows_upper.max() + rows_lower.min()) // 2) + 1
     rows = slice(cut, None) if keep == "below" else slice(0, cut)
-    origin = ci.index_to_lps(np.array([0.0, float(rows.start or 0), 0.0]))
-    img = Volume(np.ascontiguousarray(ci.array[:, rows]), ci.spacing, tuple(origin), ci.direction)
-    lab = np.ascontiguousarray(ct.array[:, rows]).copy()
+    img = ci.crop((slice(None), rows, slice(None)))
+    lab = ct.crop((slice(None), rows, slice(None))).array.copy()
     lab[(lab <= upper) if keep == "below" else (lab > upper)] = 0
     return img, img.with_array(lab)
 

@@ -6,7 +6,7 @@ whole ``spinetumor run`` command (a fresh process: start-up, reading, analysis, 
 output) on a real 381 x 381 x 77 Chu scan as it is and with a phantom tumor inserted by
 TumorAugmentation. Writes the "## End-to-end pipeline" section of docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/pipeline.py [--per-type 2] [--repeat 3] [--timing-only]
+    .venv/bin/python benchmarks/pipeline.py [--per-type 2] [--repeat 3] [--baseline REV] [--timing-only]
 """
 
 from __future__ import annotations
@@ -44,49 +44,75 @@ def best_match(found: list[dict], truth_tumor: dict, found_map: np.ndarray, trut
     return best
 
 
-def time_command(image: Path, out: Path) -> tuple[float, dict]:
-    """Wall seconds of ``spinetumor run image --out out`` in a fresh process, and its report."""
+def time_command(image: Path, out: Path, code: Path = REPO) -> tuple[float, dict]:
+    """Wall seconds of ``spinetumor run image --out out`` in a fresh process, and its report.
+
+    ``code`` is the checkout whose ``spinetumor`` runs (python -m puts the working folder first).
+    """
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "spinetumor", "run", str(image), "--out", str(out), "--progress", "none"],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, cwd=code)
     seconds = time.perf_counter() - start
     return seconds, json.loads((out / "report.json").read_text())
 
 
-def real_scan_timing(repeat: int = 3) -> str:
+def _spread(runs: list) -> tuple[float, dict, str]:
+    """The median run's seconds and report, and '(median of n; min to max s)'."""
+    runs = sorted(runs, key=lambda run: run[0])
+    seconds, result = runs[len(runs) // 2]
+    return seconds, result, f"median of {len(runs)}; {runs[0][0]:.1f} to {runs[-1][0]:.1f} s"
+
+
+def real_scan_timing(repeat: int = 3, baseline: str | None = None) -> str:
     """The whole command on the real Chu scan, tumor-free and with an inserted tumor, ``repeat`` times
-    each (a Markdown paragraph: the median run's stages, and the spread of the wall times)."""
+    each (a Markdown paragraph: the median run's stages, and the spread of the wall times).
+
+    With ``baseline`` (a git revision) that commit's code runs too, from a temporary worktree,
+    each of its runs right after one of this checkout's, so both see the machine alike.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs = {"as it is (no tumor)": CHU,
                   "with an intradural-extramedullary phantom tumor inserted (seed 7)": write_volume(
                       insert_phantom_tumor(read_volume(CHU), 7, "intradural-extramedullary", CHU.name).image,
                       tmp / "chu_02_with_tumor.nii.gz")}
+        old = tmp / "baseline"
+        if baseline:
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old), baseline], cwd=REPO, check=True)
         lines = []
-        for what, image in inputs.items():
-            runs = sorted((time_command(image, tmp / f"out{len(lines)}_{i}") for i in range(repeat)),
-                          key=lambda run: run[0])
-            seconds, result = runs[len(runs) // 2]
-            stages = ", ".join(f"{k} {v:.1f}" for k, v in result["timings_s"].items())
-            lines.append(f"- {what}: {seconds:.1f} s wall (median of {repeat}; {runs[0][0]:.1f} to {runs[-1][0]:.1f} s), "
-                         f"{len(result['tumors'])} tumor(s) found; stages of the median run (s): {stages}; "
-                         "the rest is Python and library start-up.")
+        try:
+            for n, (what, image) in enumerate(inputs.items()):
+                runs, old_runs = [], []
+                for i in range(repeat):
+                    runs.append(time_command(image, tmp / f"out{n}_{i}"))
+                    if baseline:
+                        old_runs.append(time_command(image, tmp / f"old{n}_{i}", code=old))
+                seconds, result, spread = _spread(runs)
+                stages = ", ".join(f"{k} {v:.1f}" for k, v in result["timings_s"].items())
+                line = (f"- {what}: {seconds:.1f} s wall ({spread}), {len(result['tumors'])} tumor(s) found; stages "
+                        f"of the median run (s): {stages}; the rest is Python and library start-up.")
+                if baseline:
+                    old_seconds, _, old_spread = _spread(old_runs)
+                    line += f" Commit {baseline}, timed alternately with it: {old_seconds:.1f} s ({old_spread})."
+                lines.append(line)
+        finally:
+            if baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, check=False)
     return ("\nThe whole `spinetumor run` command on a real 381 x 381 x 77 scan (Chu case 02, 1 mm), in a fresh "
             "process, from start-up to the last report file written (issue 6's target: under 30 s):\n\n"
-            + "\n".join(lines) + "\n\nThe same machine type has run this twice as slow on other days (42 s on "
-            "2026-12-03 against 18.5 s on 2026-12-02 for the same commit, before the speed-ups of 2026-12-04), so "
-            "a single figure is a sample of the machine as much as of the code.\n")
+            + "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-type", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the real-scan command per input")
+    parser.add_argument("--baseline", help="a git revision whose code is timed alternately on the real scan")
     parser.add_argument("--timing-only", action="store_true",
                         help="print the real-scan timing paragraph only; docs are not rewritten")
     args = parser.parse_args(argv)
     if args.timing_only:
-        print(real_scan_timing(args.repeat) if CHU.exists() else f"{CHU} not found")
+        print(real_scan_timing(args.repeat, args.baseline) if CHU.exists() else f"{CHU} not found")
         return 0
     rows, stage_times = [], []
     seed = 900000
@@ -108,12 +134,13 @@ def main(argv=None) -> int:
             })
             print(rows[-1], flush=True)
             seed += 1
-    real = real_scan_timing(args.repeat) if CHU.exists() else ""
+    real = real_scan_timing(args.repeat, args.baseline) if CHU.exists() else ""
     stages = list(stage_times[0])
     mean = {s: np.mean([t[s] for t in stage_times]) for s in stages}
     n = len(rows)
     lines = [
-        f"Machine: {machine()}. Script: `benchmarks/pipeline.py --per-type {args.per_type} --repeat {args.repeat}`, "
+        f"Machine: {machine()}. Script: `benchmarks/pipeline.py --per-type {args.per_type} --repeat {args.repeat}"
+        f"{' --baseline ' + args.baseline if args.baseline else ''}`, "
         f"the shipped models, fresh phantoms (seeds 900000+), {args.per_type} per tumor type.",
         "",
         f"- Tumor found (a detected component overlaps the true tumor): {sum(r['found'] for r in rows)}/{n}",

@@ -64,7 +64,8 @@ class Volume:
         """The sub-volume ``array[box]`` (``box``: three slices in (k, j, i) order, steps of 1)
         in place: same spacing and direction, origin moved to its first voxel."""
         start = [sl.indices(n)[0] for sl, n in zip(box, self.shape)]
-        return Volume(self.array[tuple(box)], self.spacing, tuple(self.index_to_lps(start)), self.direction)
+        return Volume(np.ascontiguousarray(self.array[tuple(box)]), self.spacing, tuple(self.index_to_lps(start)),
+                      self.direction)
 
     def ijk_to_lps(self) -> np.ndarray:
         """4x4 matrix mapping homogeneous (i, j, k, 1) indices to LPS millimetres."""
