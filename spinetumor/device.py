@@ -6,6 +6,7 @@ variable ``SPINETUMOR_DEVICE``; every torch code path asks :func:`select_device`
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 ENV_VAR = "SPINETUMOR_DEVICE"
@@ -44,3 +45,23 @@ def select_device(requested: str | None = None):
 def _mps_available(torch) -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+@contextlib.contextmanager
+def exact_inference():
+    """Network inference: no autograd, and full float32 matrix products and convolutions.
+
+    On recent NVIDIA GPUs cuDNN computes convolutions in TF32 (a 10-bit mantissa) unless
+    told not to, so a GPU run would drift from the CPU's results by more than rounding;
+    for a measurement tool the same scan should give the same masks on either device.
+    The flags are set back afterwards (they are process-wide: Slicer's other modules keep theirs).
+    """
+    import torch
+
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

@@ -33,3 +33,21 @@ def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
         select_device("cuda")
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         select_device("tpu")
+
+
+def test_exact_inference_turns_tf32_off_inside_and_restores_it_after():
+    from spinetumor.device import exact_inference
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with exact_inference():
+            assert torch.is_inference_mode_enabled()
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError, match="boom"):
+            with exact_inference():
+                raise RuntimeError("boom")
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -13,11 +13,12 @@ def slice_logits_of(model, volume: Volume, tumor_mask: Volume, canal: Volume | N
     """Per-slice logits ``[n, 3]`` and tumor areas ``[n]`` (mm^2) of a tumor, before calibration."""
     import torch
 
+    from ..device import exact_inference
     from .dataset import network_input, tumor_patches
 
     patches = tumor_patches(volume, tumor_mask, canal, cord)
     x = torch.from_numpy(network_input(patches, model.channels)).to(model.device)
-    with torch.inference_mode():
+    with exact_inference():
         logits = model.net(x).float().cpu().numpy()
     return logits, patches.area_mm2
 

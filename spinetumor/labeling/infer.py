@@ -77,12 +77,14 @@ def predict_probabilities(model, fixed: np.ndarray, device, batch_size: int = 8,
     """
     import torch
 
+    from ..device import exact_inference
+
     n_slices, h, w = fixed.shape
     windows = [(s, r0, c0) for s in range(n_slices) for r0 in tile_starts(h) for c0 in tile_starts(w)]
     probs = np.zeros((n_slices, NUM_CLASSES, h, w), np.float32)
     weight = np.zeros((n_slices, 1, h, w), np.float32)
     model.eval()
-    with torch.inference_mode():
+    with exact_inference():
         for start in range(0, len(windows), batch_size):
             if cancel is not None and cancel():
                 raise Cancelled("vertebra labeling was cancelled")

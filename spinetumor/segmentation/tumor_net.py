@@ -142,13 +142,14 @@ def channel_probability(net, x: np.ndarray, device, multiple: int, batch: int = 
     """
     import torch
 
+    from ..device import exact_inference
     from ..progress import check_cancel
 
     n, _, h, w = x.shape
     x = np.pad(x, ((0, 0), (0, 0), (0, -h % multiple), (0, -w % multiple)))
     out = np.empty((n, h, w), np.float32)
     net.eval()
-    with torch.inference_mode():
+    with exact_inference():
         for start in range(0, n, batch):
             check_cancel(cancel)
             logits = net(torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).to(device))
