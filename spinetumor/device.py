@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 ENV_VAR = "SPINETUMOR_DEVICE"
 CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -65,3 +66,14 @@ def exact_inference():
             yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def cpu_threads() -> int:
+    """CPU threads for the engine's own parallel steps (FFTs, distance transforms, filters, forest).
+
+    The same count as torch's (``torch.set_num_threads``, the training commands' ``--threads``;
+    by default one per core), so one setting limits the whole engine; every core when torch
+    is not loaded. The results never depend on it.
+    """
+    torch = sys.modules.get("torch")
+    return max(1, torch.get_num_threads() if torch is not None else (os.cpu_count() or 1))

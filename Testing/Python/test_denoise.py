@@ -179,3 +179,11 @@ def test_denoise_errors():
         denoise(np.zeros((2, 8, 8)), "gaussian", spacing=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="got 1D"):
         denoise(np.zeros(8), "none")
+
+
+def test_shearlet_result_does_not_depend_on_the_number_of_fft_threads():
+    from spinetumor.segmentation.shearlet import denoise_stack
+
+    stack = np.random.default_rng(5).random((3, 40, 36)).astype(np.float32)
+    np.testing.assert_array_equal(denoise_stack(stack, workers=1), denoise_stack(stack, workers=2))
+    np.testing.assert_array_equal(denoise_stack(stack), denoise_stack(stack, workers=1))

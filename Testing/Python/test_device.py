@@ -51,3 +51,16 @@ def test_exact_inference_turns_tf32_off_inside_and_restores_it_after():
         assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_the_engine_uses_as_many_cpu_threads_as_torch():
+    from spinetumor.device import cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cpu_threads() == 1
+        torch.set_num_threads(3)
+        assert cpu_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -43,7 +43,6 @@ Features (all float32, distances and scales in millimetres, so they mean the sam
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,13 +194,15 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 def signed_distances(masks: dict, spacing: np.ndarray) -> dict:
     """:func:`signed_distance` of each mask in ``masks`` (a None mask gives None), side by side.
 
-    scipy's distance transform releases the GIL, so the masks run in threads, one per core:
-    the same arrays as one after the other, in a fraction of the time.
+    scipy's distance transform releases the GIL, so the masks run in threads (at most
+    :func:`~spinetumor.device.cpu_threads`): the same arrays as one after the other, sooner.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..device import cpu_threads
+
     given = {name: mask for name, mask in masks.items() if mask is not None}
-    with ThreadPoolExecutor(max(1, min(len(given), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(given), cpu_threads()))) as pool:
         futures = {name: pool.submit(signed_distance, mask, spacing) for name, mask in given.items()}
         return {name: futures[name].result() if name in futures else None for name in masks}
 
@@ -366,16 +367,19 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
 
 
 def _smoothed(norm: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``norm`` smoothed in-plane with Gaussians of 1 and 2 mm, computed side by side in two
-    threads (scipy's filters release the GIL); both feature groups start from them."""
+    """``norm`` smoothed in-plane with Gaussians of 1 and 2 mm, side by side in two threads when
+    :func:`~spinetumor.device.cpu_threads` allows (scipy's filters release the GIL); both
+    feature groups start from them."""
     from concurrent.futures import ThreadPoolExecutor
 
     from scipy import ndimage
 
+    from ..device import cpu_threads
+
     def smooth(mm: float) -> np.ndarray:
         return ndimage.gaussian_filter(norm, (0.0, mm / spacing[1], mm / spacing[2]), mode="nearest")
 
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(min(2, cpu_threads())) as pool:
         return tuple(pool.map(smooth, (1.0, 2.0)))
 
 

@@ -170,7 +170,14 @@ def _as_stack(image: np.ndarray) -> tuple[np.ndarray, bool]:
     raise ValueError(f"expected a 2D slice or a 3D stack of slices, got {array.ndim}D")
 
 
-def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int = -1):
+def _fft_workers(workers: int | None) -> int:
+    """FFT threads: ``workers``, or :func:`~spinetumor.device.cpu_threads` when None."""
+    from ..device import cpu_threads
+
+    return cpu_threads() if workers is None else int(workers)
+
+
+def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int | None = None):
     """Shearlet coefficients of a slice ``[H, W]`` or stack ``[n, H, W]``.
 
     Returns ``(coefficients, bank)``; ``coefficients`` has shape ``[n_filters, *image.shape]``
@@ -178,6 +185,7 @@ def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers
     """
     from scipy import fft
 
+    workers = _fft_workers(workers)
     stack, was_2d = _as_stack(image)
     bank = filter_bank(stack.shape[1:], tuple(shears))
     spectrum = fft.rfft2(stack, workers=workers)
@@ -185,10 +193,11 @@ def forward(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers
     return (coeffs[:, 0] if was_2d else coeffs), bank
 
 
-def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int = -1) -> np.ndarray:
+def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int | None = None) -> np.ndarray:
     """Adjoint (= inverse, the frame being Parseval) of :func:`forward`."""
     from scipy import fft
 
+    workers = _fft_workers(workers)
     coeffs = np.asarray(coefficients, dtype=np.float64)
     if coeffs.shape[0] != len(bank) or tuple(coeffs.shape[-2:]) != bank.shape:
         raise ValueError(f"coefficients {coeffs.shape} do not fit the filter bank ({len(bank)} filters, {bank.shape})")
@@ -199,7 +208,7 @@ def inverse(coefficients: np.ndarray, bank: FilterBank, workers: int = -1) -> np
     return fft.irfft2(total, s=bank.shape, workers=workers)
 
 
-def estimate_sigma(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int = -1) -> float:
+def estimate_sigma(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, workers: int | None = None) -> float:
     """Noise standard deviation of a slice or stack from the finest-scale shearlet coefficients.
 
     Each finest-scale subband's median absolute deviation is divided by 0.6745 and by the
@@ -208,6 +217,7 @@ def estimate_sigma(image: np.ndarray, shears: tuple[int, ...] = DEFAULT_SHEARS, 
     """
     from scipy import fft
 
+    workers = _fft_workers(workers)
     stack, _ = _as_stack(image)
     bank = filter_bank(stack.shape[1:], tuple(shears))
     spectrum = fft.rfft2(stack, workers=workers)
@@ -246,7 +256,7 @@ def denoise_stack(
     shears: tuple[int, ...] = DEFAULT_SHEARS,
     rician: bool = False,
     dtype=np.float32,
-    workers: int = -1,
+    workers: int | None = None,
     return_sigma: bool = False,
 ):
     """Shearlet-threshold denoising of a 2D slice or of every slice of a ``[n, H, W]`` stack.
@@ -258,12 +268,13 @@ def denoise_stack(
     denoises sagittal slices), computed together for speed. ``dtype`` is the working
     precision: float32 (default) is about twice as fast as float64 and its rounding
     (~1e-7 relative) is far below any noise level. ``workers`` is the number of FFT threads
-    (scipy.fft's; -1, the default, uses every core): the slices' transforms are independent,
+    (default :func:`~spinetumor.device.cpu_threads`): the slices' transforms are independent,
     so the result is the same for any number. Returns the denoised array (``dtype``, input
     shape) and, with ``return_sigma``, the sigma used.
     """
     from scipy import fft
 
+    workers = _fft_workers(workers)
     if mode not in ("hard", "soft"):
         raise ValueError(f"mode must be 'hard' or 'soft', got {mode!r}")
     stack3, was_2d = _as_stack(stack)

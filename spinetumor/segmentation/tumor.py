@@ -35,7 +35,6 @@ nothing is ever unpickled. Only the shipped file or a path the caller chose is l
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,14 +228,16 @@ def _tumor_column(forest) -> int:
 
 def tumor_probability(forest, x: np.ndarray, column: int, threads: int | None = None) -> np.ndarray:
     """The forest's ``column`` probability of the rows of ``x``, the rows split over ``threads``
-    (default: one per CPU core, at most 4) predicted side by side.
+    (default: :func:`~spinetumor.device.cpu_threads`, at most 4) predicted side by side.
 
     The trees release the GIL, so this scales with the cores; each row's probability is still
     the sum of the same trees in the same order, so the result is bitwise that of one call.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = threads or min(4, os.cpu_count() or 1)
+    from ..device import cpu_threads
+
+    threads = threads or min(4, cpu_threads())
     if threads == 1 or len(x) < 2 * PARALLEL_MIN_ROWS:
         return forest.predict_proba(x)[:, column]
     chunks = np.array_split(x, min(threads, len(x) // PARALLEL_MIN_ROWS))
