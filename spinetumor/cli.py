@@ -45,6 +45,12 @@ def _cmd_run(args) -> int:
     from .pipeline import run_batch, run_study
     from .progress import ConsoleProgress
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)     # the engine's own threads follow (device.cpu_threads)
     source = Path(args.input)
     batch = source.is_dir() and not _is_dicom_folder(source)
     with ConsoleProgress(args.progress, "analysis") as progress:
@@ -95,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file, DICOM folder, or a folder of studies")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: one per core); the results do not depend on it")
     add_progress_option(p)
     p.set_defaults(handler=_cmd_run)
 

@@ -96,6 +96,15 @@ def test_run_bad_input_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_run_refuses_zero_threads_in_one_line(tmp_path):
+    write_volume(generate(3, tumor="none").image, tmp_path / "case.nii.gz")
+    result = subprocess.run([sys.executable, "-m", "spinetumor", "run", str(tmp_path / "case.nii.gz"),
+                             "--out", str(tmp_path / "out"), "--threads", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["spinetumor run: error: --threads must be at least 1, got 0"]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ALL_MODELS, reason="the shipped models are not all present")
 def test_run_end_to_end_on_a_phantom(tmp_path):
@@ -103,7 +112,7 @@ def test_run_end_to_end_on_a_phantom(tmp_path):
     case = generate(21, tumor="extradural")
     write_volume(case.image, tmp_path / "case.nii.gz")
     result = subprocess.run([sys.executable, "-m", "spinetumor", "run", str(tmp_path / "case.nii.gz"),
-                             "--out", str(tmp_path / "out"), "--progress", "none"],
+                             "--out", str(tmp_path / "out"), "--progress", "none", "--threads", "1"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
