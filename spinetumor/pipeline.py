@@ -124,7 +124,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
     models = {"vertebra_labeling": _model_info(labeling.model), "tumor_segmentation": _model_info(forest.manifest)}
     if forest.uses_net:
         models["tumor_network"] = _model_info(forest.net.manifest)
-    if type_model is not None:
+    if locations:                                   # the type model is used (and named) only when there are tumors
         models["tumor_type"] = _model_info(type_model.manifest)
     result = {
         "schema": "spinetumor-report/1",
@@ -201,12 +201,29 @@ def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
     return written
 
 
-def run_study(path, out_dir, *, device=None, progress=None, cancel=None, notes=()) -> Analysis:
-    """Read one study (file or DICOM folder), analyze it and write everything into ``out_dir``."""
+def load_models(device=None) -> dict:
+    """The shipped models, each loaded once and checked against its sha256, as the keyword
+    arguments of :func:`analyze` (a batch loads them once for all its studies)."""
+    from .classification.model import load_model as load_type_model
+    from .device import select_device
+    from .labeling.model import load_model as load_labeling_model
+    from .segmentation.tumor import load_tumor_model
+
+    torch_device = select_device(device)
+    return {"labeling_model": load_labeling_model(device=torch_device),
+            "tumor_model": load_tumor_model(None, torch_device),
+            "type_model": load_type_model(device=torch_device)}
+
+
+def run_study(path, out_dir, *, device=None, progress=None, cancel=None, notes=(), models=None) -> Analysis:
+    """Read one study (file or DICOM folder), analyze it and write everything into ``out_dir``.
+
+    ``models``: :func:`load_models`'s dictionary, or None to load the shipped models here.
+    """
     start = time.perf_counter()
     volume = read_volume(path)
     read_seconds = time.perf_counter() - start
-    analysis = analyze(volume, str(path), device=device, progress=progress, cancel=cancel)
+    analysis = analyze(volume, str(path), device=device, progress=progress, cancel=cancel, **(models or {}))
     analysis.report["timings_s"] = {"reading": round(read_seconds, 3), **analysis.report["timings_s"]}
     analysis.report["notes"].extend(notes)
     write_analysis(analysis, out_dir)
@@ -259,13 +276,15 @@ def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Pa
     studies = find_studies(folder)
     if not studies:
         raise InputError(f"{folder}: no image files or DICOM series found")
+    models = load_models(device)
     rows = []
     for index, path in enumerate(studies):
         check_cancel(cancel)
         name = study_name(path)
         part = sub_progress(progress, index / len(studies), (index + 1) / len(studies))
         try:
-            analysis = run_study(path, Path(out_dir) / name, device=device, progress=part, cancel=cancel)
+            analysis = run_study(path, Path(out_dir) / name, device=device, progress=part, cancel=cancel,
+                                 models=models)
         except InputError as error:
             rows.append({"study": name, "status": f"error: {error}"})
             continue

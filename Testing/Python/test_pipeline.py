@@ -125,3 +125,33 @@ def test_run_end_to_end_on_a_phantom(tmp_path):
         assert tumor["type"] in labels.TUMOR_TYPE_NAMES
         assert abs(sum(tumor["type_probabilities"].values()) - 1) < 1e-6
         assert all(level in labels.LEVEL_NAMES + ("T10", "S1") for level in tumor["levels"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ALL_MODELS, reason="the shipped models are not all present")
+def test_batch_loads_the_models_once_and_reports_every_study(tmp_path, monkeypatch):
+    """A folder of two phantoms and a broken file: a summary row each, the broken one with its error."""
+    from spinetumor.labeling import model as labeling_model
+    from spinetumor.pipeline import run_batch
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    write_volume(generate(21, tumor="extradural").image, studies / "a.nii.gz")
+    write_volume(generate(3, tumor="none").image, studies / "b.nrrd")
+    (studies / "broken.nii.gz").write_bytes(b"not an image")
+    loads = []
+    real_load = labeling_model.load_model
+    monkeypatch.setattr(labeling_model, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    summary = run_batch(studies, tmp_path / "out", device="cpu")
+    assert loads == [1]
+    rows = list(csv.DictReader(summary.open()))
+    assert {r["study"] for r in rows} == {"a", "b", "broken"}
+    assert [r["status"] for r in rows if r["study"] == "b"] == ["ok"]
+    assert all(r["status"] == "ok" for r in rows if r["study"] == "a")
+    broken = [r["status"] for r in rows if r["study"] == "broken"]
+    assert len(broken) == 1 and broken[0].startswith("error: ") and "broken.nii.gz" in broken[0]
+    for name in ("a", "b"):
+        report = json.loads((tmp_path / "out" / name / "report.json").read_text())
+        assert report["input"]["name"].endswith(name + (".nii.gz" if name == "a" else ".nrrd"))
+        assert ("tumor_type" in report["models"]) == bool(report["tumors"])
+
