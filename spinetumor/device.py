@@ -71,9 +71,23 @@ def exact_inference():
 def cpu_threads() -> int:
     """CPU threads for the engine's own parallel steps (FFTs, distance transforms, filters, forest).
 
-    The same count as torch's (``torch.set_num_threads``, the training commands' ``--threads``;
-    by default one per core), so one setting limits the whole engine; every core when torch
-    is not loaded. The results never depend on it.
+    The same count as torch's (``torch.set_num_threads``, ``spinetumor run --threads`` and the
+    training commands' ``--threads``; by default one per core), so one setting limits the whole
+    engine; every core when torch is not loaded. The results never depend on it.
     """
     torch = sys.modules.get("torch")
     return max(1, torch.get_num_threads() if torch is not None else (os.cpu_count() or 1))
+
+
+def thread_map(function, items) -> list:
+    """``[function(item) for item in items]``, computed side by side in up to :func:`cpu_threads`
+    threads. For functions whose C code releases the GIL (FFTs, scipy filters and distance
+    transforms, tree prediction); the results and their order are those of the plain loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    threads = min(len(items), cpu_threads())
+    if threads <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(function, items))

@@ -64,3 +64,10 @@ def test_the_engine_uses_as_many_cpu_threads_as_torch():
         assert cpu_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_thread_map_keeps_the_order_of_a_plain_loop():
+    from spinetumor.device import thread_map
+
+    assert thread_map(lambda x: x * x, range(7)) == [x * x for x in range(7)]
+    assert thread_map(str, []) == []

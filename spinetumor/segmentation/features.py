@@ -194,17 +194,14 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 def signed_distances(masks: dict, spacing: np.ndarray) -> dict:
     """:func:`signed_distance` of each mask in ``masks`` (a None mask gives None), side by side.
 
-    scipy's distance transform releases the GIL, so the masks run in threads (at most
-    :func:`~spinetumor.device.cpu_threads`): the same arrays as one after the other, sooner.
+    scipy's distance transform releases the GIL, so the masks run in threads
+    (:func:`~spinetumor.device.thread_map`): the same arrays as one after the other, sooner.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from ..device import thread_map
 
-    from ..device import cpu_threads
-
-    given = {name: mask for name, mask in masks.items() if mask is not None}
-    with ThreadPoolExecutor(max(1, min(len(given), cpu_threads()))) as pool:
-        futures = {name: pool.submit(signed_distance, mask, spacing) for name, mask in given.items()}
-        return {name: futures[name].result() if name in futures else None for name in masks}
+    given = [name for name, mask in masks.items() if mask is not None]
+    found = dict(zip(given, thread_map(lambda name: signed_distance(masks[name], spacing), given)))
+    return {name: found.get(name) for name in masks}
 
 
 def csf_reference(image: np.ndarray, canal: np.ndarray, cord: np.ndarray) -> float:
@@ -367,20 +364,18 @@ def compute_features(image: np.ndarray, spacing: np.ndarray, canal: np.ndarray, 
 
 
 def _smoothed(norm: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``norm`` smoothed in-plane with Gaussians of 1 and 2 mm, side by side in two threads when
-    :func:`~spinetumor.device.cpu_threads` allows (scipy's filters release the GIL); both
-    feature groups start from them."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """``norm`` smoothed in-plane with Gaussians of 1 and 2 mm, side by side
+    (:func:`~spinetumor.device.thread_map`; scipy's filters release the GIL); both feature
+    groups start from them."""
     from scipy import ndimage
 
-    from ..device import cpu_threads
+    from ..device import thread_map
 
     def smooth(mm: float) -> np.ndarray:
         return ndimage.gaussian_filter(norm, (0.0, mm / spacing[1], mm / spacing[2]), mode="nearest")
 
-    with ThreadPoolExecutor(min(2, cpu_threads())) as pool:
-        return tuple(pool.map(smooth, (1.0, 2.0)))
+    g1, g2 = thread_map(smooth, (1.0, 2.0))
+    return g1, g2
 
 
 def _image_features(norm: np.ndarray, roi: np.ndarray, spacing: np.ndarray, g1: np.ndarray,

@@ -227,22 +227,18 @@ def _tumor_column(forest) -> int:
 
 
 def tumor_probability(forest, x: np.ndarray, column: int, threads: int | None = None) -> np.ndarray:
-    """The forest's ``column`` probability of the rows of ``x``, the rows split over ``threads``
-    (default: :func:`~spinetumor.device.cpu_threads`, at most 4) predicted side by side.
+    """The forest's ``column`` probability of the rows of ``x``, the rows split in ``threads``
+    chunks (default: :func:`~spinetumor.device.cpu_threads`, at most 4) predicted side by side
+    (:func:`~spinetumor.device.thread_map`).
 
     The trees release the GIL, so this scales with the cores; each row's probability is still
     the sum of the same trees in the same order, so the result is bitwise that of one call.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..device import cpu_threads
+    from ..device import cpu_threads, thread_map
 
     threads = threads or min(4, cpu_threads())
-    if threads == 1 or len(x) < 2 * PARALLEL_MIN_ROWS:
-        return forest.predict_proba(x)[:, column]
-    chunks = np.array_split(x, min(threads, len(x) // PARALLEL_MIN_ROWS))
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        return np.concatenate([p[:, column] for p in pool.map(forest.predict_proba, chunks)])
+    chunks = np.array_split(x, max(1, min(threads, len(x) // PARALLEL_MIN_ROWS)))
+    return np.concatenate([p[:, column] for p in thread_map(forest.predict_proba, chunks)])
 
 
 def predict_working(forest, stack, names) -> np.ndarray:
