@@ -97,3 +97,64 @@ def test_the_real_anatomy_report_names_the_validation_scans_the_tumor_network_ha
         "of the validation scans it has seen chu_13, chu_14, of the test scans none.")
     unseen = network_scans({"extra_datasets": {"runs/x": {"targets": ["chu_02"]}}, "training": {"negatives": []}})
     assert network_scans_sentence(unseen).endswith("of the validation scans it has seen none, of the test scans none.")
+
+
+def _oblique_pair():
+    """A small oblique, anisotropic image with labels, stored in a non-canonical array order."""
+    from spinetumor.volume import Volume
+
+    rng = np.random.default_rng(3)
+    theta = np.deg2rad(7)
+    direction = np.array([[np.cos(theta), 0, np.sin(theta)], [0, 1, 0], [-np.sin(theta), 0, np.cos(theta)]])
+    direction = direction[:, [2, 0, 1]]                     # array axes not in canonical order
+    image = rng.uniform(0, 255, (12, 30, 20)).astype(np.float32)
+    labels = (rng.uniform(0, 1, image.shape) > 0.7).astype(np.uint8) * 3
+    spacing = (0.8, 1.0, 1.0)
+    return (Volume(image, spacing, (5.0, -3.0, 2.0), direction),
+            Volume(labels, spacing, (5.0, -3.0, 2.0), direction))
+
+
+def test_thick_slices_average_each_slab_and_keep_its_centre_slice_labels_in_place():
+    from benchmarks.labeling_robustness import canonical_pair, thick_slices
+
+    image, labels = _oblique_pair()
+    ci, ct = canonical_pair(image, labels)                  # arrays [s, r, c], spacing (c, r, s)
+    thick, thick_labels = thick_slices(image, labels, 3)
+    assert thick.shape[0] == ci.shape[0] // 3 and thick.spacing[2] == 3 * ci.spacing[2]
+    np.testing.assert_allclose(thick.array[1], ci.array[3:6].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(thick_labels.array[1], ct.array[4])
+    # the thick slice's centre is where its centre thin slice was (indices in k, j, i order)
+    np.testing.assert_allclose(thick.index_to_lps([1, 5, 2]), ci.index_to_lps([4, 5, 2]), atol=1e-9)
+
+
+def test_in_plane_resampling_keeps_the_first_sample_and_the_field_of_view():
+    from benchmarks.labeling_robustness import canonical_pair, in_plane_spacing
+
+    image, labels = _oblique_pair()
+    ci, ct = canonical_pair(image, labels)
+    coarse, coarse_labels = in_plane_spacing(image, labels, 2.0)
+    assert coarse.spacing == (2.0, 2.0, ci.spacing[2]) and coarse.shape[0] == ci.shape[0]
+    np.testing.assert_allclose(coarse.index_to_lps([0, 0, 0]), ci.index_to_lps([0, 0, 0]), atol=1e-9)
+    rows_mm, cols_mm = ci.shape[1] * ci.spacing[1], ci.shape[2] * ci.spacing[0]
+    assert 0 <= rows_mm - 2.0 * coarse.shape[1] < 2.0 and 0 <= cols_mm - 2.0 * coarse.shape[2] < 2.0
+    # labels by nearest sample: coarse pixel (row j, column i) holds the thin pixel at the same place
+    j, i = 4, 3
+    src_j, src_i = int(np.rint(j * 2.0 / ci.spacing[1])), int(np.rint(i * 2.0 / ci.spacing[0]))
+    assert coarse_labels.array[2, j, i] == ct.array[2, src_j, src_i]
+    # averaging, not sampling: a constant image stays constant
+    flat, _ = in_plane_spacing(image.with_array(np.full(image.shape, 7.0, np.float32)), labels, 2.0)
+    np.testing.assert_allclose(flat.array, 7.0, rtol=1e-5)
+
+
+def test_reordered_volume_holds_the_same_voxels_at_the_same_places():
+    from benchmarks.labeling_robustness import canonical_pair, reordered
+
+    image, labels = _oblique_pair()
+    ci, _ = canonical_pair(image, labels)
+    moved, _ = reordered(image, labels)
+    assert moved.shape != ci.shape
+    for kji in ([0, 0, 0], [2, 7, 3], [s - 1 for s in ci.shape]):
+        point = ci.index_to_lps(kji)
+        ijk = np.linalg.solve(moved.direction @ np.diag(moved.spacing), point - np.asarray(moved.origin))
+        k, j, i = np.rint(ijk[::-1]).astype(int)
+        assert moved.array[k, j, i] == ci.array[tuple(kji)]
