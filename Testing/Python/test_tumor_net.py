@@ -240,3 +240,59 @@ def test_inference_networks_fold_batch_norms_and_use_channels_last_with_the_same
         torch.testing.assert_close(fast(x), expected, atol=1e-3, rtol=1e-3)
     shipped = load_tumor_net(device="cpu").net
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in shipped.parameters() if p.dim() == 4)
+
+
+def _ramp_case(slices: int = 12, slice_mm: float = 1.0) -> dict:
+    """A case whose slice n holds the value n / 10 everywhere (so slab means are known), with a
+    sac and a tumor that differ per slice."""
+    shape = (slices, 140, 110)
+    image = (np.arange(slices, dtype=np.float32)[:, None, None] / 10 * np.ones(shape, np.float32)).astype(np.float16)
+    sac = np.zeros(shape, np.uint8)
+    tumor = np.zeros(shape, np.uint8)
+    for n in range(slices):
+        sac[n, 20 + n, 30] = 1
+        tumor[n, 60, 40 + n] = 1
+    return {"image": image, "sac": sac, "tumor": tumor, "slice_mm": np.float32(slice_mm)}
+
+
+def test_patch_of_one_slice_slabs_is_the_inference_input_of_that_slice():
+    from spinetumor.segmentation.net_train import PATCH, _patch
+
+    case = _ramp_case()
+    rng = np.random.default_rng(0)
+    case["image"] = rng.uniform(0, 3, case["image"].shape).astype(np.float16)     # clipped at CLIP too
+    full = net_channels(case["image"].astype(np.float32), case["sac"])          # what inference feeds
+    for s in (0, 5, 11):                                                         # edges repeat their slice
+        x, y = _patch(case, s, PATCH[0] // 2, PATCH[1] // 2)                    # the patch's window is the box's top left
+        np.testing.assert_array_equal(x, full[s][:, :PATCH[0], :PATCH[1]])
+        np.testing.assert_array_equal(y, case["tumor"][s, :PATCH[0], :PATCH[1]])
+
+
+def test_thick_patch_averages_slabs_around_the_slice_and_keeps_the_centre_slice_masks():
+    from spinetumor.segmentation.net_train import PATCH, _patch
+
+    case = _ramp_case()
+    x, y = _patch(case, 6, 60, 50, slab=3)
+    # slabs 2..4, 5..7, 8..10 of values n / 10 -> means 0.3, 0.6, 0.9
+    np.testing.assert_allclose(x[:3, 10, 10], [0.3, 0.6, 0.9], atol=2e-3)
+    r0, c0 = 60 - PATCH[0] // 2, 50 - PATCH[1] // 2
+    assert x[3, 20 + 6 - r0, 30 - c0] == 1 and x[3].sum() == 1                # the centre slice's sac pixel only
+    assert y[60 - r0, 40 + 6 - c0] == 1 and y.sum() == 1
+    x4, _ = _patch(case, 6, 60, 50, slab=4)               # even: slices 4..7, slice 6 half a slice past the centre
+    np.testing.assert_allclose(x4[:3, 10, 10], [np.mean([0.0, 0.1, 0.2, 0.3]), np.mean([0.4, 0.5, 0.6, 0.7]),
+                                                np.mean([0.8, 0.9, 1.0, 1.1])], atol=2e-3)
+    x_edge, _ = _patch(case, 0, 60, 50, slab=3)                                 # beyond the stack: edge slices
+    np.testing.assert_allclose(x_edge[:3, 10, 10], [0.0, np.mean([0, 0, 0.1]), np.mean([0.2, 0.3, 0.4])], atol=2e-3)
+
+
+def test_only_thin_slice_cases_are_shown_as_thick_slabs():
+    from spinetumor.segmentation.net_train import THICK_MM, _slab_of
+
+    rng = np.random.default_rng(1)
+    thin, thick = _ramp_case(slice_mm=1.0), _ramp_case(slice_mm=4.0)
+    slabs = {_slab_of(thin, rng, 1.0) for _ in range(200)}
+    assert slabs == set(range(int(THICK_MM[0]), int(THICK_MM[1]) + 1))          # 3, 4, 5 slices of 1 mm
+    assert {_slab_of(thick, rng, 1.0) for _ in range(50)} == {1}
+    assert {_slab_of({k: v for k, v in thin.items() if k != "slice_mm"}, rng, 1.0) for _ in range(50)} == {1}
+    state = rng.bit_generator.state
+    assert _slab_of(thin, rng, 0.0) == 1 and rng.bit_generator.state == state   # off: no draw, old runs unchanged

@@ -1,0 +1,146 @@
+"""Benchmark: the tumor segmentation on real anatomy at clinical slice thickness.
+
+The real scans at hand (Chu) are 1 mm isotropic; clinical sagittal T2 is acquired with 3-5 mm
+slices. The real-anatomy datasets of ``benchmarks/real_anatomy.py`` (phantom tumors inserted
+into real scans; built here when missing) are scored as they are and averaged into thick
+sagittal slices: every new slice is the mean of 3 or 5 consecutive 1 mm slices, its tumor and
+vertebra masks are those of the slab's centre slice (``labeling_robustness.thick_slices``), and
+the sac and cord are segmented again on the thick image, as ``spinetumor run`` would. The
+set's scans without a tumor go through the same change (nothing should be found).
+
+    .venv/bin/python benchmarks/thick_real.py [--sets val test] [--model tumor_rf.skops ...]
+
+Each ``--model`` (default: the shipped forest) is scored at its own threshold and minimum
+volume; the result goes into the "Real anatomy at clinical slice thickness" section of
+docs/benchmarks.md (``--no-write`` to leave it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from benchmarks._report import machine, write_section  # noqa: E402
+
+SECTION = "Real anatomy at clinical slice thickness"
+#: Slab sizes in 1 mm slices: the scans as they are, 3 mm and 5 mm sagittal slices.
+SLABS = (1, 3, 5)
+SET_NAMES = {"val": "validation", "test": "test"}
+
+
+def thick_prepared(image, tumor, vertebrae, kind: str, name: str, slab: int):
+    """A prepared case of the scan averaged into ``slab``-slice sagittal slabs (1: as it is),
+    the tumor and vertebra masks of each slab's centre slice, sac and cord segmented on it."""
+    from labeling_robustness import thick_slices
+
+    from spinetumor.segmentation.canal import segment_canal_and_cord
+    from spinetumor.segmentation.train import prepared_from_volumes
+
+    if slab > 1:
+        vertebrae = thick_slices(image, vertebrae, slab)[1]
+        image, tumor = thick_slices(image, tumor, slab)
+    found = segment_canal_and_cord(image, vertebrae)
+    return prepared_from_volumes(image, tumor, found.canal, found.cord, vertebrae, kind, name=name)
+
+
+def set_cases(folder: Path, chu_dir: Path, free_scans, slab: int):
+    """(tumor cases, tumor-free cases) of one dataset folder at one slab size."""
+    from spinetumor.augmentation.dataset import read_training_cases
+    from spinetumor.labeling.dataset import load_chu_case
+
+    tumors = [thick_prepared(c.image, c.tumor, c.vertebrae, c.tumor_type, c.id, slab)
+              for c in read_training_cases([folder])]
+    free = []
+    for scan in free_scans:
+        image, vertebrae = load_chu_case(chu_dir, scan)
+        empty = image.with_array(np.zeros(image.shape, np.uint8))
+        free.append(thick_prepared(image, empty, vertebrae, "none", scan, slab))
+    return [c for c in tumors if c is not None], [c for c in free if c is not None]
+
+
+def model_name(path: str | None) -> str:
+    """How a forest is named in the table: shipped, or its file."""
+    return "shipped" if path is None else str(path)
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from real_anatomy import VALIDATION_SCANS, build_datasets, overlap_row, score_forest
+
+    from spinetumor.labeling.dataset import CHU_VALIDATION
+    from spinetumor.segmentation.tumor import load_tumor_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(REPO / "runs" / "real_anatomy"), help="real-anatomy datasets (built when missing)")
+    p.add_argument("--chu-dir", default=str(REPO.parent / "shared" / "data" / "chu_lumbar_t2"))
+    p.add_argument("--sets", nargs="+", default=["val", "test"], choices=sorted(SET_NAMES))
+    p.add_argument("--model", action="append", default=[], help="forest .skops to score (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=str(REPO / "runs" / "thick_real" / "result.json"))
+    p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out, chu = Path(args.out), Path(args.chu_dir)
+    if not all((out / s / "manifest.csv").exists() for s in args.sets):
+        build_datasets(out, chu)
+    models = {model_name(m): load_tumor_model(m) for m in (args.model or [None])}
+    free_scans = {"val": VALIDATION_SCANS, "test": CHU_VALIDATION}
+    result = {}
+    for set_key in args.sets:
+        for slab in SLABS:
+            tumors, free = set_cases(out / set_key, chu, free_scans[set_key], slab)
+            for name, model in models.items():
+                scored = {"tumors": score_forest(model, tumors), "free": score_forest(model, free)}
+                result[f"{name}|{set_key}|{slab}"] = scored
+                row = overlap_row(scored["tumors"])
+                print(f"{name} {set_key} {slab} mm: Dice {row['dice']:.3f}, touched "
+                      f"{sum(s['tp'] > 0 for s in scored['tumors'])}/{len(tumors)}, tumor-free empty "
+                      f"{sum(s['pred'] == 0 for s in scored['free'])}/{len(free)}", flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"result": result, "sets": args.sets, "seconds": time.time() - t0},
+                                          indent=1))
+    text = report(result, models, time.time() - t0)
+    print(text)
+    if not args.no_write:
+        write_section(SECTION, text)
+    return 0
+
+
+def report(result: dict, models: dict, seconds: float) -> str:
+    """The docs section: one row per forest, set and slice thickness."""
+    from real_anatomy import overlap_row
+
+    lines = [f"Machine: {machine()}. Script: `benchmarks/thick_real.py` ({seconds / 60:.0f} min). The real-anatomy "
+             "datasets of \"Real anatomy with inserted tumors\" (validation: chu_13 and chu_14; test: chu_17, chu_18, "
+             "chu_19) as they are (1 mm) and averaged into 3 mm and 5 mm sagittal slices (each slice the mean of its "
+             "slab, the masks of the slab's centre slice, sac and cord segmented again on the thick image); "
+             "tumor-free: the same scans without a tumor, changed the same way. Each forest at its own threshold and "
+             "minimum volume, with its own tumor network.",
+             "",
+             "| forest | set | slices | tumors | Dice | IoU | precision | recall | tumors touched | "
+             "tumor-free scans with nothing found | voxels marked in the tumor-free scans |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, scored in result.items():
+        name, set_key, slab = key.split("|")
+        row = overlap_row(scored["tumors"])
+        touched = sum(s["tp"] > 0 for s in scored["tumors"])
+        clean = sum(s["pred"] == 0 for s in scored["free"])
+        lines.append(f"| {name} | {SET_NAMES[set_key]} | {slab} mm | {len(scored['tumors'])} | {row['dice']:.3f} | "
+                     f"{row['iou']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {touched}/{len(scored['tumors'])} | "
+                     f"{clean}/{len(scored['free'])} | {' '.join(str(s['pred']) for s in scored['free'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
