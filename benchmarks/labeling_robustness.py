@@ -49,17 +49,14 @@ def canonical_pair(image: Volume, truth: Volume) -> tuple[Volume, Volume]:
 
 
 def thick_slices(image: Volume, truth: Volume, factor: int) -> tuple[Volume, Volume]:
-    """Slabs of ``factor`` (odd) consecutive sagittal slices averaged into one slice; labels of
-    each slab's centre slice. The new first slice sits at the centre of the first slab."""
+    """Slabs of ``factor`` consecutive sagittal slices averaged into one slice; labels of each
+    slab's centre slice (:func:`spinetumor.augmentation.thick_slices.thick_acquisition` on the
+    canonical stack)."""
+    from spinetumor.augmentation.thick_slices import thick_acquisition
+
     ci, ct = canonical_pair(image, truth)
-    n = ci.shape[0] // factor
-    img = ci.array[:n * factor].astype(np.float32).reshape(n, factor, *ci.shape[1:]).mean(axis=1)
-    lab = ct.array[factor // 2:n * factor:factor]
-    direction = np.asarray(ci.direction)
-    origin = np.asarray(ci.origin) + direction[:, 2] * ci.spacing[2] * (factor - 1) / 2
-    spacing = (ci.spacing[0], ci.spacing[1], ci.spacing[2] * factor)
-    return (Volume(img, spacing, tuple(origin), direction),
-            Volume(np.ascontiguousarray(lab), spacing, tuple(origin), direction))
+    thick, (labels,) = thick_acquisition(ci, factor, [ct])
+    return thick, labels
 
 
 def in_plane_spacing(image: Volume, truth: Volume, step_mm: float) -> tuple[Volume, Volume]:

@@ -4,7 +4,7 @@ The real scans at hand (Chu) are 1 mm isotropic; clinical sagittal T2 is acquire
 slices. The real-anatomy datasets of ``benchmarks/real_anatomy.py`` (phantom tumors inserted
 into real scans; built here when missing) are scored as they are and averaged into thick
 sagittal slices: every new slice is the mean of 3 or 5 consecutive 1 mm slices, its tumor and
-vertebra masks are those of the slab's centre slice (``labeling_robustness.thick_slices``), and
+vertebra masks are those of the slab's centre slice (``spinetumor.segmentation.train.thick_prepared``), and
 the sac and cord are segmented again on the thick image, as ``spinetumor run`` would. The
 set's scans without a tumor go through the same change (nothing should be found).
 
@@ -37,25 +37,11 @@ SLABS = (1, 3, 5)
 SET_NAMES = {"val": "validation", "test": "test"}
 
 
-def thick_prepared(image, tumor, vertebrae, kind: str, name: str, slab: int):
-    """A prepared case of the scan averaged into ``slab``-slice sagittal slabs (1: as it is),
-    the tumor and vertebra masks of each slab's centre slice, sac and cord segmented on it."""
-    from labeling_robustness import thick_slices
-
-    from spinetumor.segmentation.canal import segment_canal_and_cord
-    from spinetumor.segmentation.train import prepared_from_volumes
-
-    if slab > 1:
-        vertebrae = thick_slices(image, vertebrae, slab)[1]
-        image, tumor = thick_slices(image, tumor, slab)
-    found = segment_canal_and_cord(image, vertebrae)
-    return prepared_from_volumes(image, tumor, found.canal, found.cord, vertebrae, kind, name=name)
-
-
 def set_cases(folder: Path, chu_dir: Path, free_scans, slab: int):
     """(tumor cases, tumor-free cases) of one dataset folder at one slab size."""
     from spinetumor.augmentation.dataset import read_training_cases
     from spinetumor.labeling.dataset import load_chu_case
+    from spinetumor.segmentation.train import thick_prepared
 
     tumors = [thick_prepared(c.image, c.tumor, c.vertebrae, c.tumor_type, c.id, slab)
               for c in read_training_cases([folder])]

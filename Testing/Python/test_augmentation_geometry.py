@@ -95,3 +95,25 @@ def test_thick_slices_uneven_extent_and_labels():
     assert out.array.dtype == np.uint8 and set(np.unique(out.array)) == {0, 3}
     with pytest.raises(ValueError, match="unknown method"):
         reconstruct_thick_slices(vol, 1.0, "quintic")
+
+
+def test_thick_acquisition_averages_slabs_on_the_slice_axis_and_centres_them():
+    from spinetumor.augmentation.thick_slices import thick_acquisition
+
+    theta = np.deg2rad(6.0)                              # oblique: turned about the anterior axis
+    turn = np.array([[np.cos(theta), 0, np.sin(theta)], [0, 1, 0], [-np.sin(theta), 0, np.cos(theta)]])
+    vol = _oblique_volume(np.zeros((30, 40, 14), np.float32))
+    vol = Volume(vol.array, (1.0, 0.7, 0.8), vol.origin, turn @ vol.direction)
+    ramp = np.broadcast_to(np.arange(14, dtype=np.float32), (30, 40, 14)).copy()    # value = slice index i
+    mask = (ramp.astype(np.uint8) % 5).astype(np.uint8)
+    thick, (thick_mask,) = thick_acquisition(vol.with_array(ramp), 3, [vol.with_array(mask)])
+    assert thick.shape == (30, 40, 4)                    # 14 slices -> 4 slabs of 3, two left over
+    assert thick.spacing == (3.0, 0.7, 0.8) and np.array_equal(thick.direction, vol.direction)
+    np.testing.assert_allclose(thick.array[0, 0], [1.0, 4.0, 7.0, 10.0])         # means of 0-2, 3-5, 6-8, 9-11
+    np.testing.assert_array_equal(thick_mask.array[3, 5], mask[3, 5, [1, 4, 7, 10]])
+    for n in range(4):                                   # each thick slice sits at its slab's centre slice
+        np.testing.assert_allclose(thick.index_to_lps([2, 9, n]), vol.index_to_lps([2, 9, 3 * n + 1]), atol=1e-9)
+    same, (same_mask,) = thick_acquisition(vol.with_array(ramp), 1, [vol.with_array(mask)])
+    assert same.same_geometry(vol) and np.array_equal(same.array, ramp) and np.array_equal(same_mask.array, mask)
+    with pytest.raises(ValueError, match="do not fill one slab"):
+        thick_acquisition(vol, 20)

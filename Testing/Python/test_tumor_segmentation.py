@@ -194,3 +194,24 @@ def test_signed_distances_side_by_side_equal_one_at_a_time():
     assert found["none"] is None
     np.testing.assert_array_equal(found["a"], signed_distance(masks["a"], spacing))
     np.testing.assert_array_equal(found["empty"], signed_distance(masks["empty"], spacing))
+
+
+def test_thick_extra_adds_a_thick_acquisition_of_each_thin_sample_and_the_cli_needs_extra(tmp_path, capsys):
+    from spinetumor.augmentation.dataset import TrainingCase
+    from spinetumor.cli import main
+    from spinetumor.segmentation.canal import segment_canal_and_cord
+    from spinetumor.segmentation.train import augmented_cases
+
+    thin = generate(5, "extradural", slice_thickness=1.0, in_plane=1.0, subslices=1, orientation="canonical")
+    found = segment_canal_and_cord(thin.image, thin.vertebrae)
+    case = TrainingCase("thin", "extradural", thin.image, thin.tumor, thin.vertebrae, found.canal, found.cord)
+    as_is, thick = augmented_cases(None, cases=[case], thick=True)
+    assert len(augmented_cases(None, cases=[case])) == 1                          # off: the samples only
+    assert as_is.spacing[0] == 1.0 and thick.spacing[0] == 3.0                # the first copy: 3 mm slices
+    assert thick.image.shape[0] == thin.image.shape[0] // 3
+    centre = as_is.truth[1::3][:thick.image.shape[0]]                          # each slab's centre slice
+    np.testing.assert_array_equal(thick.truth, centre)
+    np.testing.assert_allclose(thick.image[4], as_is.image[12:15].mean(axis=0), rtol=1e-5)
+    assert thick.canal.any() and thick.name == "thin as 3-slice slabs"
+    code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--thick-extra"])
+    assert code == 2 and "--thick-extra needs --extra" in capsys.readouterr().err

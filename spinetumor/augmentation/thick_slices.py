@@ -80,3 +80,36 @@ def reconstruct_thick_slices(volume: Volume, target_spacing_mm: float = 1.0, met
     array = interpolate_axis(volume.array, axis, count, method)
     spacing[ijk] = spacing[ijk] * (n - 1) / (count - 1)
     return Volume(array, tuple(spacing), volume.origin, volume.direction)
+
+
+def thick_acquisition(image: Volume, slab: int, masks=()) -> tuple[Volume, list[Volume]]:
+    """What a scanner with ``slab`` times thicker sagittal slices would have recorded: the
+    inverse of :func:`reconstruct_thick_slices`, for training and testing on thin scans.
+
+    Every new slice is the mean of ``slab`` consecutive slices (a slice integrates its slab;
+    leftover slices at the end are dropped); each of ``masks`` (label maps on the image's grid)
+    takes the slab's centre slice (slice ``slab // 2`` of it), the phantoms' convention for a
+    thick slice's reference mask. The new slices lie at the slabs' centres: origin moved by
+    ``(slab - 1) / 2`` thin slices along the slice axis, spacing ``slab`` times the old, the
+    direction and in-plane grid unchanged. Returns the float32 image and the masks.
+    """
+    if slab < 1:
+        raise ValueError(f"slab must be at least 1 slice, got {slab}")
+    axis = _slice_axis(image)
+    ijk = 2 - axis
+    n = image.shape[axis] // slab
+    if n < 1:
+        raise ValueError(f"{image.shape[axis]} slices do not fill one slab of {slab}")
+    spacing = list(image.spacing)
+    step = np.asarray(image.direction)[:, ijk] * spacing[ijk]
+    origin = tuple(np.asarray(image.origin) + step * (slab - 1) / 2)
+    spacing[ijk] *= slab
+    thin = np.moveaxis(np.asarray(image.array, np.float32), axis, 0)[:n * slab]
+    thick = thin.reshape(n, slab, *thin.shape[1:]).mean(axis=1)
+    out = Volume(np.ascontiguousarray(np.moveaxis(thick, 0, axis)), tuple(spacing), origin, image.direction)
+    centre = []
+    for mask in masks:
+        picked = np.moveaxis(np.asarray(mask.array), axis, 0)[slab // 2:n * slab:slab]
+        centre.append(Volume(np.ascontiguousarray(np.moveaxis(picked, 0, axis)), tuple(spacing), origin,
+                             image.direction))
+    return out, centre

@@ -102,21 +102,67 @@ def prepared_from_volumes(image, tumor, canal, cord, vertebrae, kind: str, seed:
                         to_canonical(tumor)[0].array > 0, name)
 
 
-def augmented_cases(folders, progress=None, cases=None) -> list[PreparedCase]:
+#: With ``--thick-extra`` every thin-slice augmented sample is also seen as an acquisition with
+#: sagittal slices this thick (mm), alternating: clinical sagittal T2 is 3-5 mm, the real scans
+#: at hand 1 mm.
+THICK_EXTRA_MM = (3.0, 5.0)
+#: Samples with slices at least this thick (mm) are already thick and get no thick copy.
+THIN_SLICE_MM = 2.0
+
+
+def thick_prepared(image, tumor, vertebrae, kind: str, name: str, slab: int) -> PreparedCase | None:
+    """A prepared case of volumes averaged into ``slab``-slice sagittal slabs (1: as they are):
+    the tumor and vertebra masks of each slab's centre slice
+    (:func:`~spinetumor.augmentation.thick_slices.thick_acquisition`), the sac and cord segmented
+    on the thick image as at inference. None (logged) when no canal is found."""
+    from ..augmentation.thick_slices import thick_acquisition
+    from .canal import segment_canal_and_cord
+
+    if slab > 1:
+        masks = [tumor] + ([vertebrae] if vertebrae is not None else [])
+        image, masks = thick_acquisition(image, slab, masks)
+        tumor, vertebrae = masks[0], (masks[1] if vertebrae is not None else None)
+    try:
+        found = segment_canal_and_cord(image, vertebrae)
+    except ValueError as error:
+        log.warning("%s (%s): %s; skipped", name, kind, error)
+        return None
+    return prepared_from_volumes(image, tumor, found.canal, found.cord, vertebrae, kind, name=name)
+
+
+def thick_slab_for(case_spacing_mm: float, index: int) -> int:
+    """The slab (in slices) of the ``index``-th thick copy of a sample whose slices are
+    ``case_spacing_mm`` thick: :data:`THICK_EXTRA_MM` in turn, 1 (no copy) for thick samples."""
+    if case_spacing_mm >= THIN_SLICE_MM:
+        return 1
+    return max(1, int(round(THICK_EXTRA_MM[index % len(THICK_EXTRA_MM)] / case_spacing_mm)))
+
+
+def augmented_cases(folders, progress=None, cases=None, thick: bool = False) -> list[PreparedCase]:
     """Prepared cases from augmented datasets (real anatomy with inserted tumors; 3D samples).
 
     ``cases``: :class:`~spinetumor.augmentation.dataset.TrainingCase` objects already read
-    (then ``folders`` is not read again).
+    (then ``folders`` is not read again). ``thick``: each thin-slice sample also comes as a
+    thick acquisition (:func:`thick_slab_for`, :func:`thick_prepared`), after the samples as
+    they are.
     """
     from ..augmentation.dataset import read_training_cases
+    from ..volume import to_canonical
+    from .features import axis_spacing
 
-    prepared = []
-    for case in read_training_cases(folders, progress) if cases is None else cases:
+    prepared, thick_copies = [], []
+    for n, case in enumerate(read_training_cases(folders, progress) if cases is None else cases):
         prep = prepared_from_volumes(case.image, case.tumor, case.canal, case.cord, case.vertebrae,
                                      case.tumor_type, name=case.id)
         if prep is not None:
             prepared.append(prep)
-    return prepared
+        slab = thick_slab_for(float(axis_spacing(to_canonical(case.image)[0])[0]), n) if thick else 1
+        if slab > 1:
+            copy = thick_prepared(case.image, case.tumor, case.vertebrae, case.tumor_type,
+                                  f"{case.id} as {slab}-slice slabs", slab)
+            if copy is not None:
+                thick_copies.append(copy)
+    return prepared + thick_copies
 
 
 def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names, net=None) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +378,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--extra", action="append", default=[], metavar="DATASET",
                         help="also train on the 3D samples of this augmented dataset (spinetumor augment --mode 3d: "
                              "real anatomy with inserted tumors); repeatable")
+    parser.add_argument("--thick-extra", action="store_true",
+                        help="also train on each thin-slice --extra sample as a 3 or 5 mm sagittal acquisition "
+                             "(slabs averaged, sac and cord segmented on it): the real scans are 1 mm, clinical "
+                             "scans 3-5 mm")
     parser.add_argument("--net", default=None, metavar="WEIGHTS",
                         help="tumor network (tumor_net.safetensors from spinetumor train tumor-net) whose probability "
                              "the forest takes as features; copied beside the forest")
@@ -369,7 +419,12 @@ def run_from_args(args, progress=None) -> dict:
         from ..cli import UsageError
 
         raise UsageError("--cases must be at least 4 (one per tumor type and one tumor-free)")
-    extra = augmented_cases(args.extra) if args.extra else None
+    thick_extra = bool(getattr(args, "thick_extra", False))
+    if thick_extra and not args.extra:
+        from ..cli import UsageError
+
+        raise UsageError("--thick-extra needs --extra: it adds thick copies of those samples")
+    extra = augmented_cases(args.extra, thick=thick_extra) if args.extra else None
     net_outline = bool(getattr(args, "net_outline", False))
     if net_outline and not getattr(args, "net", None):
         from ..cli import UsageError
@@ -383,9 +438,12 @@ def run_from_args(args, progress=None) -> dict:
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
                f"--val-free {val_free} "
                f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
-               + "".join(f" --extra {d}" for d in args.extra) + (f" --net {args.net}" if getattr(args, "net", None) else "") + (" --net-outline" if net_outline else ""))
+               + "".join(f" --extra {d}" for d in args.extra) + (" --thick-extra" if thick_extra else "")
+               + (f" --net {args.net}" if getattr(args, "net", None) else "") + (" --net-outline" if net_outline else ""))
     data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
     if args.extra:
         data += "; augmented datasets (tumors inserted into real anatomy): " + ", ".join(map(str, args.extra))
+        if thick_extra:
+            data += " (their thin-slice samples also as 3 or 5 mm sagittal acquisitions)"
     manifest = {"date": datetime.date.today().isoformat(), "command": command, **info, "data": data}
     return save_tumor_model(model, Path(args.out) / "tumor_rf.skops", manifest)
