@@ -53,9 +53,10 @@ def set_cases(folder: Path, chu_dir: Path, free_scans, slab: int):
     return [c for c in tumors if c is not None], [c for c in free if c is not None]
 
 
-def model_name(path: str | None) -> str:
-    """How a forest is named in the table: shipped, or its file."""
-    return "shipped" if path is None else str(path)
+def model_name(path: str | None, model) -> str:
+    """How a forest is named in the table: shipped or its file, and its network's sha256 prefix."""
+    net = f" (network {model.net.sha256[:8]})" if model.uses_net else ""
+    return ("shipped" if path is None else str(path)) + net
 
 
 def main(argv=None) -> int:
@@ -73,14 +74,21 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], help="forest .skops to score (default: the shipped one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(REPO / "runs" / "thick_real" / "result.json"))
+    p.add_argument("--also", action="append", default=[], metavar="JSON",
+                   help="rows of an earlier run of this script (its --json) to report beside this run's, e.g. "
+                        "a forest shipped before; repeatable")
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--report-only", action="store_true", help="rewrite the section from --json (and --also)")
     args = p.parse_args(argv)
+    if args.report_only:
+        return write_report(json.loads(Path(args.json).read_text()), args)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     out, chu = Path(args.out), Path(args.chu_dir)
     if not all((out / s / "manifest.csv").exists() for s in args.sets):
         build_datasets(out, chu)
-    models = {model_name(m): load_tumor_model(m) for m in (args.model or [None])}
+    loaded = [(m, load_tumor_model(m)) for m in (args.model or [None])]
+    models = {model_name(m, model): model for m, model in loaded}
     free_scans = {"val": VALIDATION_SCANS, "test": CHU_VALIDATION}
     result = {}
     for set_key in args.sets:
@@ -94,20 +102,48 @@ def main(argv=None) -> int:
                       f"{sum(s['tp'] > 0 for s in scored['tumors'])}/{len(tumors)}, tumor-free empty "
                       f"{sum(s['pred'] == 0 for s in scored['free'])}/{len(free)}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"result": result, "sets": args.sets, "seconds": time.time() - t0},
-                                          indent=1))
-    text = report(result, models, time.time() - t0)
+    run = {"result": result, "sets": args.sets, "seconds": time.time() - t0, "machine": machine()}
+    Path(args.json).write_text(json.dumps(run, indent=1))
+    return write_report(run, args)
+
+
+def write_report(run: dict, args) -> int:
+    """Print the section for ``run`` (this script's JSON) plus the ``--also`` runs; write it unless --no-write."""
+    earlier = [json.loads(Path(path).read_text()) for path in args.also]
+    rows = {}
+    for r in earlier + [run]:
+        rows.update(r["result"])
+    text = report(rows, run["seconds"], run["machine"], [r["machine"] for r in earlier])
     print(text)
     if not args.no_write:
         write_section(SECTION, text)
     return 0
 
 
-def report(result: dict, models: dict, seconds: float) -> str:
-    """The docs section: one row per forest, set and slice thickness."""
+def validation_summary(result: dict) -> list[str]:
+    """Per forest, over the validation rows of all slice thicknesses: tumor-free scans left
+    empty and the mean Dice (what the choice of the shipped forest reads first and second)."""
     from real_anatomy import overlap_row
 
-    lines = [f"Machine: {machine()}. Script: `benchmarks/thick_real.py` ({seconds / 60:.0f} min). The real-anatomy "
+    lines = []
+    for name in sorted({k.split("|")[0] for k in result}):
+        rows = [v for k, v in result.items() if k.startswith(f"{name}|val|")]
+        if not rows:
+            continue
+        clean = sum(s["pred"] == 0 for r in rows for s in r["free"])
+        free = sum(len(r["free"]) for r in rows)
+        dice = float(np.mean([overlap_row(r["tumors"])["dice"] for r in rows]))
+        lines.append(f"- {name}: validation tumor-free scans empty {clean}/{free}, mean validation Dice "
+                     f"{dice:.3f} (over {len(rows)} slice thicknesses)")
+    return lines
+
+
+def report(result: dict, seconds: float, this_machine: str, earlier_machines=()) -> str:
+    """The docs section: one row per forest, set and slice thickness (sorted by forest, set, slices)."""
+    from real_anatomy import overlap_row
+
+    also = "".join(f" Rows from an earlier run (`--also`): {m}." for m in earlier_machines)
+    lines = [f"Machine: {this_machine}. Script: `benchmarks/thick_real.py` ({seconds / 60:.0f} min).{also} The real-anatomy "
              "datasets of \"Real anatomy with inserted tumors\" (validation: chu_13 and chu_14; test: chu_17, chu_18, "
              "chu_19) as they are (1 mm) and averaged into 3 mm and 5 mm sagittal slices (each slice the mean of its "
              "slab, the masks of the slab's centre slice, sac and cord segmented again on the thick image); "
@@ -117,7 +153,9 @@ def report(result: dict, models: dict, seconds: float) -> str:
              "| forest | set | slices | tumors | Dice | IoU | precision | recall | tumors touched | "
              "tumor-free scans with nothing found | voxels marked in the tumor-free scans |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, scored in result.items():
+    order = {name: n for n, name in enumerate(SET_NAMES)}
+    for key in sorted(result, key=lambda k: (k.split("|")[0], order[k.split("|")[1]], int(k.split("|")[2]))):
+        scored = result[key]
         name, set_key, slab = key.split("|")
         row = overlap_row(scored["tumors"])
         touched = sum(s["tp"] > 0 for s in scored["tumors"])
@@ -125,6 +163,12 @@ def report(result: dict, models: dict, seconds: float) -> str:
         lines.append(f"| {name} | {SET_NAMES[set_key]} | {slab} mm | {len(scored['tumors'])} | {row['dice']:.3f} | "
                      f"{row['iou']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | {touched}/{len(scored['tumors'])} | "
                      f"{clean}/{len(scored['free'])} | {' '.join(str(s['pred']) for s in scored['free'])} |")
+    summary = validation_summary(result)
+    if summary:
+        lines += ["", "Validation rows only, the three thicknesses together (the shipped forest is chosen by these: "
+                  "among the forests whose phantom validation left at least 95 % of its tumor-free phantoms empty, "
+                  "the one leaving most tumor-free validation scans empty, then the higher mean validation Dice; the "
+                  "test rows are not read):", ""] + summary
     return "\n".join(lines)
 
 
