@@ -142,7 +142,7 @@ def report(result: dict, seconds: float, this_machine: str, earlier_machines=())
     """The docs section: one row per forest, set and slice thickness (sorted by forest, set, slices)."""
     from real_anatomy import overlap_row
 
-    also = "".join(f" Rows from an earlier run (`--also`): {m}." for m in earlier_machines)
+    also = "".join(f" Rows from an earlier run (`--also`): {m}." for m in dict.fromkeys(earlier_machines))
     lines = [f"Machine: {this_machine}. Script: `benchmarks/thick_real.py` ({seconds / 60:.0f} min).{also} The real-anatomy "
              "datasets of \"Real anatomy with inserted tumors\" (validation: chu_13 and chu_14; test: chu_17, chu_18, "
              "chu_19) as they are (1 mm) and averaged into 3 mm and 5 mm sagittal slices (each slice the mean of its "
