@@ -158,3 +158,15 @@ def test_reordered_volume_holds_the_same_voxels_at_the_same_places():
         ijk = np.linalg.solve(moved.direction @ np.diag(moved.spacing), point - np.asarray(moved.origin))
         k, j, i = np.rint(ijk[::-1]).astype(int)
         assert moved.array[k, j, i] == ci.array[tuple(kji)]
+
+
+def test_thick_real_validation_summary_reads_validation_rows_only():
+    from benchmarks.thick_real import validation_summary
+
+    def scored(dice_tp, free_pred):          # one tumor of 100 voxels predicted as 100, tp given
+        return {"tumors": [{"tp": dice_tp, "pred": 100, "truth": 100}], "free": [{"pred": p} for p in free_pred]}
+
+    result = {"a|val|1": scored(80, [0, 0]), "a|val|5": scored(40, [0, 12]), "a|test|1": scored(100, [0, 0]),
+              "b|test|1": scored(10, [5])}
+    lines = validation_summary(result)
+    assert lines == ["- a: validation tumor-free scans empty 3/4, mean validation Dice 0.600 (over 2 slice thicknesses)"]
