@@ -286,12 +286,13 @@ def test_thick_patch_averages_slabs_around_the_slice_and_keeps_the_centre_slice_
 
 
 def test_only_thin_slice_cases_are_shown_as_thick_slabs():
-    from spinetumor.segmentation.net_train import THICK_MM, _slab_of
+    from spinetumor.augmentation.thick_slices import CLINICAL_SLICE_MM
+    from spinetumor.segmentation.net_train import _slab_of
 
     rng = np.random.default_rng(1)
     thin, thick = _ramp_case(slice_mm=1.0), _ramp_case(slice_mm=4.0)
     slabs = {_slab_of(thin, rng, 1.0) for _ in range(200)}
-    assert slabs == set(range(int(THICK_MM[0]), int(THICK_MM[1]) + 1))          # 3, 4, 5 slices of 1 mm
+    assert slabs == set(range(int(CLINICAL_SLICE_MM[0]), int(CLINICAL_SLICE_MM[1]) + 1))   # 3, 4, 5 slices of 1 mm
     assert {_slab_of(thick, rng, 1.0) for _ in range(50)} == {1}
     assert {_slab_of({k: v for k, v in thin.items() if k != "slice_mm"}, rng, 1.0) for _ in range(50)} == {1}
     state = rng.bit_generator.state

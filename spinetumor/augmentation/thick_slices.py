@@ -18,6 +18,11 @@ import numpy as np
 from ..volume import Volume, canonical_reorientation
 
 METHODS = ("linear", "cubic", "nearest")
+#: Slice thickness range (mm) of clinical sagittal T2; the real scans at hand are 1 mm, so the
+#: trainers show them as such acquisitions too (:func:`thick_acquisition`).
+CLINICAL_SLICE_MM = (3.0, 5.0)
+#: Scans with slices thinner than this (mm) count as thin-slice scans (the Chu scans: 1 mm).
+THIN_SLICE_MM = 2.0
 
 
 def _slice_axis(volume: Volume) -> int:

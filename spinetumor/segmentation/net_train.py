@@ -59,11 +59,6 @@ HARD_PER_CASE = 4000
 #: augmented sample: those repeat the same few real scans (whose tumor-free copies are searched
 #: too), and predicting a whole real scan takes seconds on a CPU.
 HARD_SEARCH_EVERY_AUGMENTED = 4
-#: Cases with slices thinner than this (mm) are thin-slice scans (the Chu scans are 1 mm): with
-#: ``--thick-fraction`` their patches are sometimes shown as a thick acquisition would be.
-THIN_SLICE_MM = 2.0
-#: Slab thickness range (mm) of that view: clinical sagittal T2 slices are 3-5 mm thick.
-THICK_MM = (3.0, 5.0)
 
 
 @dataclass
@@ -81,7 +76,7 @@ class NetTrainConfig:
     seed: int = 0
     init_from: str = ""          # weights the run started from ("" = random)
     hard_negatives: float = 0.0  # fraction of patches centred on the starting network's false positives
-    thick_fraction: float = 0.0  # fraction of thin-slice cases' patches seen as thick slabs (see THICK_MM)
+    thick_fraction: float = 0.0  # fraction of thin-slice cases' patches seen as thick slabs (_slab_of)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,12 +213,15 @@ def _patch(case: dict, s: int, r: int, c: int, slab: int = 1) -> tuple[np.ndarra
 
 
 def _slab_of(case: dict, rng, thick_fraction: float) -> int:
-    """How many of a case's slices one patch's slab spans: 1, or for a thin-slice case in a
-    ``thick_fraction`` of the draws, a slab of :data:`THICK_MM` (uniform) thickness."""
+    """How many of a case's slices one patch's slab spans: 1, or for a thin-slice case
+    (``augmentation.thick_slices.THIN_SLICE_MM``) in a ``thick_fraction`` of the draws, a slab
+    of clinical thickness (``CLINICAL_SLICE_MM``, uniform)."""
+    from ..augmentation.thick_slices import CLINICAL_SLICE_MM, THIN_SLICE_MM
+
     slice_mm = float(case.get("slice_mm", np.inf))
     if thick_fraction <= 0 or slice_mm >= THIN_SLICE_MM or rng.random() >= thick_fraction:
         return 1
-    return max(1, int(round(rng.uniform(*THICK_MM) / slice_mm)))
+    return max(1, int(round(rng.uniform(*CLINICAL_SLICE_MM) / slice_mm)))
 
 
 def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng,

@@ -102,14 +102,6 @@ def prepared_from_volumes(image, tumor, canal, cord, vertebrae, kind: str, seed:
                         to_canonical(tumor)[0].array > 0, name)
 
 
-#: With ``--thick-extra`` every thin-slice augmented sample is also seen as an acquisition with
-#: sagittal slices this thick (mm), alternating: clinical sagittal T2 is 3-5 mm, the real scans
-#: at hand 1 mm.
-THICK_EXTRA_MM = (3.0, 5.0)
-#: Samples with slices at least this thick (mm) are already thick and get no thick copy.
-THIN_SLICE_MM = 2.0
-
-
 def thick_prepared(image, tumor, vertebrae, kind: str, name: str, slab: int) -> PreparedCase | None:
     """A prepared case of volumes averaged into ``slab``-slice sagittal slabs (1: as they are):
     the tumor and vertebra masks of each slab's centre slice
@@ -131,11 +123,14 @@ def thick_prepared(image, tumor, vertebrae, kind: str, name: str, slab: int) -> 
 
 
 def thick_slab_for(case_spacing_mm: float, index: int) -> int:
-    """The slab (in slices) of the ``index``-th thick copy of a sample whose slices are
-    ``case_spacing_mm`` thick: :data:`THICK_EXTRA_MM` in turn, 1 (no copy) for thick samples."""
+    """The slab (in slices) of the ``index``-th thick copy (``--thick-extra``) of a sample whose
+    slices are ``case_spacing_mm`` thick: the two ends of ``CLINICAL_SLICE_MM`` (3 and 5 mm) in
+    turn, 1 (no copy) for a sample that is not thin (``THIN_SLICE_MM``)."""
+    from ..augmentation.thick_slices import CLINICAL_SLICE_MM, THIN_SLICE_MM
+
     if case_spacing_mm >= THIN_SLICE_MM:
         return 1
-    return max(1, int(round(THICK_EXTRA_MM[index % len(THICK_EXTRA_MM)] / case_spacing_mm)))
+    return max(1, int(round(CLINICAL_SLICE_MM[index % 2] / case_spacing_mm)))
 
 
 def augmented_cases(folders, progress=None, cases=None, thick: bool = False) -> list[PreparedCase]:
