@@ -37,19 +37,22 @@ SLABS = (1, 3, 5)
 SET_NAMES = {"val": "validation", "test": "test"}
 
 
-def set_cases(folder: Path, chu_dir: Path, free_scans, slab: int):
-    """(tumor cases, tumor-free cases) of one dataset folder at one slab size."""
+def read_set(folder: Path, chu_dir: Path, free_scans) -> tuple[list, list]:
+    """One dataset folder's augmented samples and its tumor-free scans, read once for every slab size:
+    (samples, tumor-free (name, image, vertebrae))."""
     from spinetumor.augmentation.dataset import read_training_cases
     from spinetumor.labeling.dataset import load_chu_case
+
+    return list(read_training_cases([folder])), [(scan, *load_chu_case(chu_dir, scan)) for scan in free_scans]
+
+
+def set_cases(samples, free_scans, slab: int):
+    """(tumor cases, tumor-free cases) of one set (:func:`read_set`) at one slab size."""
     from spinetumor.segmentation.train import thick_prepared
 
-    tumors = [thick_prepared(c.image, c.tumor, c.vertebrae, c.tumor_type, c.id, slab)
-              for c in read_training_cases([folder])]
-    free = []
-    for scan in free_scans:
-        image, vertebrae = load_chu_case(chu_dir, scan)
-        empty = image.with_array(np.zeros(image.shape, np.uint8))
-        free.append(thick_prepared(image, empty, vertebrae, "none", scan, slab))
+    tumors = [thick_prepared(c.image, c.tumor, c.vertebrae, c.tumor_type, c.id, slab) for c in samples]
+    free = [thick_prepared(image, image.with_array(np.zeros(image.shape, np.uint8)), vertebrae, "none", scan, slab)
+            for scan, image, vertebrae in free_scans]
     return [c for c in tumors if c is not None], [c for c in free if c is not None]
 
 
@@ -92,8 +95,9 @@ def main(argv=None) -> int:
     free_scans = {"val": VALIDATION_SCANS, "test": CHU_VALIDATION}
     result = {}
     for set_key in args.sets:
+        samples, free_read = read_set(out / set_key, chu, free_scans[set_key])
         for slab in SLABS:
-            tumors, free = set_cases(out / set_key, chu, free_scans[set_key], slab)
+            tumors, free = set_cases(samples, free_read, slab)
             for name, model in models.items():
                 scored = {"tumors": score_forest(model, tumors), "free": score_forest(model, free)}
                 result[f"{name}|{set_key}|{slab}"] = scored

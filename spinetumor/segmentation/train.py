@@ -137,21 +137,20 @@ def augmented_cases(folders, progress=None, cases=None, thick: bool = False) -> 
     """Prepared cases from augmented datasets (real anatomy with inserted tumors; 3D samples).
 
     ``cases``: :class:`~spinetumor.augmentation.dataset.TrainingCase` objects already read
-    (then ``folders`` is not read again). ``thick``: each thin-slice sample also comes as a
-    thick acquisition (:func:`thick_slab_for`, :func:`thick_prepared`), after the samples as
-    they are.
+    (then ``folders`` is not read again). ``thick``: each thin-slice sample with a canal also
+    comes as a thick acquisition (:func:`thick_slab_for`, :func:`thick_prepared`), after the
+    samples as they are.
     """
     from ..augmentation.dataset import read_training_cases
-    from ..volume import to_canonical
-    from .features import axis_spacing
 
     prepared, thick_copies = [], []
     for n, case in enumerate(read_training_cases(folders, progress) if cases is None else cases):
         prep = prepared_from_volumes(case.image, case.tumor, case.canal, case.cord, case.vertebrae,
                                      case.tumor_type, name=case.id)
-        if prep is not None:
-            prepared.append(prep)
-        slab = thick_slab_for(float(axis_spacing(to_canonical(case.image)[0])[0]), n) if thick else 1
+        if prep is None:
+            continue
+        prepared.append(prep)
+        slab = thick_slab_for(float(prep.spacing[0]), n) if thick else 1
         if slab > 1:
             copy = thick_prepared(case.image, case.tumor, case.vertebrae, case.tumor_type,
                                   f"{case.id} as {slab}-slice slabs", slab)
