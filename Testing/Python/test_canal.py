@@ -141,3 +141,44 @@ def test_no_cord_when_the_only_dark_blob_starts_low():
     image, sac = _tube_scene(dark_runs=((90, 190),))
     cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), np.ones(3), latest_start=60)
     assert not cord.any()
+
+
+def test_lateral_prior_follows_the_bodies_row_by_row():
+    """The search weight peaks at the bodies' left-right centre of each row (a scoliotic shift
+    from slice 8 to 12 is followed), is held beyond the labeled rows and falls off by LATERAL_SD_MM."""
+    from spinetumor.segmentation.canal import LATERAL_SD_MM, _vertebra_prior
+
+    vert = np.zeros((21, 100, 30), np.uint8)
+    for r in range(20, 81):
+        centre = 8 + round(4 * (r - 20) / 60)
+        vert[centre - 3:centre + 4, r, 5:15] = 1
+    spacing_s = 2.0
+    _, s_weight = _vertebra_prior(vert, vert.shape, np.ones(3, int), spacing_s)
+    peak = s_weight.argmax(axis=0)
+    assert peak[20] == 8 and peak[80] == 12 and peak[50] == 10
+    assert peak[0] == 8 and peak[99] == 12                      # held beyond the labeled rows
+    sd_slices = LATERAL_SD_MM / spacing_s
+    assert s_weight[8, 20] == pytest.approx(1.0)
+    assert s_weight[8 + int(sd_slices), 20] == pytest.approx(np.exp(-0.5), rel=1e-5)
+
+
+def test_bright_structure_beside_the_spine_stays_out_of_the_sac_on_thick_slices():
+    """On 5 mm sagittal slices a fluid-bright tube 20 mm beside the spine (a facet effusion or a
+    root-sleeve cyst), brighter than the CSF, must not pull the sac sideways when the vertebrae are known."""
+    phantom = pytest.importorskip("spinetumor.phantom")
+    from spinetumor.volume import from_canonical, to_canonical
+
+    case = phantom.generate(0, tumor="none", slice_thickness=5.0, in_plane=1.0, orientation="canonical",
+                            oblique_deg=0.0)
+    array = to_canonical(case.image)[0].array.astype(np.float32)
+    sac = _sac_truth(to_canonical(case.anatomy)[0].array)
+    bodies = np.flatnonzero((to_canonical(case.vertebrae)[0].array > 0).any(axis=(1, 2)))
+    midline = int(round(bodies.mean()))
+    top = int(np.flatnonzero(sac.any(axis=(0, 2)))[0])
+    column = int(np.flatnonzero(sac[midline, top + 20]).mean())
+    lateral = midline + 4                                          # 20 mm to the side
+    array[lateral, top:top + 60, column - 5:column + 6] = 1.3 * np.percentile(array[sac], 90)
+    image = from_canonical(array, case.image)
+    found = to_canonical(segment_canal_and_cord(image, case.vertebrae).canal)[0].array
+    assert not found[lateral].any()
+    assert overlap(found, sac)["dice"] >= 0.6

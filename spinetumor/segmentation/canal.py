@@ -11,7 +11,7 @@ superior→inferior, anterior→posterior; see :mod:`spinetumor.volume`).
    is high only where the image is bright in *both* directions across a structure, so
    it separates the tube from bright *sheets* (subcutaneous fat). Voxels within 25 mm of
    the back's skin are down-weighted, and with a vertebral-body label map the search is
-   limited to a band posterior to the bodies.
+   limited to a band posterior to the bodies and to near their left-right centre.
 2. **Centerline**: dynamic programming over columns, row by row, on the maximum of the
    tube map over the sagittal slices gives a smooth anterior–posterior path; the slice of
    the tube's maximum along it gives the left–right position. Rows where the path leaves
@@ -47,6 +47,8 @@ TUBE_SIGMA_MM = 3.0
 TUBE_SCALES = (1.7, 2.5)
 #: Largest distance (mm) of a sac voxel from the centerline, across slices and columns.
 MAX_RADIUS_MM = 14.0
+#: With vertebra labels: sd (mm) of the search weight around the bodies' left-right centre in each row.
+LATERAL_SD_MM = 8.0
 #: Smallest cross-section (mm^2) of the cord; below it, the cord has ended (conus).
 MIN_CORD_AREA_MM2 = 10.0
 #: Without vertebra labels, the cord must start within this distance (mm) of the sac's top
@@ -168,14 +170,19 @@ def _coarse_to_full(index, factor) -> np.ndarray:
     return np.asarray(index, dtype=float) * factor + (factor - 1) / 2.0
 
 
-def _vertebra_prior(vertebrae: np.ndarray | None, coarse_shape, factor) -> tuple[np.ndarray, np.ndarray] | None:
-    """Search weights from a vertebral-body label map: (rows, columns) and (slices,).
+def _vertebra_prior(vertebrae: np.ndarray | None, coarse_shape, factor, spacing_s: float
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Search weights from a vertebral-body label map: (rows, columns) and (slices, rows).
 
     The column weight is 1 from 6 mm in front of the bodies' posterior edge to 45 mm
     behind it (the canal lies just behind the bodies) and 0 elsewhere; the edge is
     interpolated between labeled rows and extrapolated linearly beyond them. The slice
-    weight is a Gaussian (sd 12 mm) around the bodies' left-right centre. ``None``
-    without a usable label map. ``vertebrae``: the label map as a canonical array.
+    weight, (slices, rows), is a Gaussian (sd :data:`LATERAL_SD_MM`) around the bodies'
+    left-right centre in each row, interpolated between labeled rows and held beyond
+    them: the canal runs behind the bodies, also where a scoliosis moves them sideways,
+    and on thick sagittal slices a bright foramen or facet joint beside the spine must
+    not pull the centerline out of the midline. ``None`` without a usable label map.
+    ``vertebrae``: the label map as a canonical array.
     """
     if vertebrae is None:
         return None
@@ -193,9 +200,12 @@ def _vertebra_prior(vertebrae: np.ndarray | None, coarse_shape, factor) -> tuple
     cols = _coarse_to_full(np.arange(coarse_shape[2]), factor[2])
     depth = cols[None, :] - edge[:, None]
     col_weight = ((depth > -6.0) & (depth < 45.0)).astype(np.float32)
-    s_center = float(np.nonzero(lab.any(axis=(1, 2)))[0].mean())
+    occupied = lab.any(axis=2)[:, rows]                                   # (slices, labeled rows)
+    s_centers = (occupied * np.arange(lab.shape[0])[:, None]).sum(axis=0) / occupied.sum(axis=0)
+    s_center = np.interp(full_rows, rows, s_centers)                     # held beyond the labeled rows
     s_full = _coarse_to_full(np.arange(coarse_shape[0]), factor[0])
-    s_weight = np.exp(-0.5 * ((s_full - s_center) / 12.0) ** 2).astype(np.float32)
+    sd_slices = LATERAL_SD_MM / spacing_s
+    s_weight = np.exp(-0.5 * ((s_full[:, None] - s_center[None, :]) / sd_slices) ** 2).astype(np.float32)
     return col_weight, s_weight
 
 
@@ -262,14 +272,13 @@ def find_centerline(image: np.ndarray, spacing: np.ndarray, vertebrae: np.ndarra
     factor = np.rint(cs / spacing).astype(int)
     tube = _tube_map(small, cs) * _skin_depth_weight(small, cs)
     n_s = tube.shape[0]
-    prior = _vertebra_prior(vertebrae, small.shape, factor) if vertebrae is not None else None
+    prior = _vertebra_prior(vertebrae, small.shape, factor, spacing[0]) if vertebrae is not None else None
     if prior is not None:
-        s_weight = prior[1]
+        tube *= prior[1][:, :, None]
     else:
         # The canal is near the mid-sagittal plane, which scans put near the middle slice.
         s_axis = (np.arange(n_s) - (n_s - 1) / 2) / max(n_s / 2, 1)
-        s_weight = np.exp(-0.5 * (s_axis / 0.45) ** 2)
-    tube *= s_weight.astype(np.float32)[:, None, None]
+        tube *= np.exp(-0.5 * (s_axis / 0.45) ** 2).astype(np.float32)[:, None, None]
     mip = tube.max(axis=0)                                      # (rows, cols)
     if prior is not None:
         mip = mip * prior[0]
