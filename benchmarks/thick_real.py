@@ -56,10 +56,11 @@ def set_cases(samples, free_scans, slab: int):
     return [c for c in tumors if c is not None], [c for c in free if c is not None]
 
 
-def model_name(path: str | None, model) -> str:
-    """How a forest is named in the table: shipped or its file, and its network's sha256 prefix."""
+def model_name(path: str | None, model, label: str = "") -> str:
+    """How a forest is named in the table: shipped or its file, its network's sha256 prefix, and
+    ``label`` (``--label``: what else differs in this run, e.g. the engine's commit)."""
     net = f" (network {model.net.sha256[:8]})" if model.uses_net else ""
-    return ("shipped" if path is None else str(path)) + net
+    return ("shipped" if path is None else str(path)) + net + (f", {label}" if label else "")
 
 
 def main(argv=None) -> int:
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--also", action="append", default=[], metavar="JSON",
                    help="rows of an earlier run of this script (its --json) to report beside this run's, e.g. "
                         "a forest shipped before; repeatable")
+    p.add_argument("--label", default="", help="added to every row's name, e.g. 'canal of commit 6036b0e' for a run "
+                   "of an earlier checkout reported with --also")
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--report-only", action="store_true", help="rewrite the section from --json (and --also)")
     args = p.parse_args(argv)
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     if not all((out / s / "manifest.csv").exists() for s in args.sets):
         build_datasets(out, chu)
     loaded = [(m, load_tumor_model(m)) for m in (args.model or [None])]
-    models = {model_name(m, model): model for m, model in loaded}
+    models = {model_name(m, model, args.label): model for m, model in loaded}
     free_scans = {"val": VALIDATION_SCANS, "test": CHU_VALIDATION}
     result = {}
     for set_key in args.sets:

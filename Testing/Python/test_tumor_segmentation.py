@@ -215,3 +215,28 @@ def test_thick_extra_adds_a_thick_acquisition_of_each_thin_sample_and_the_cli_ne
     assert thick.canal.any() and thick.name == "thin as 3-slice slabs"
     code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--thick-extra"])
     assert code == 2 and "--thick-extra needs --extra" in capsys.readouterr().err
+
+
+def test_negatives_come_as_they_are_and_as_3_and_5_mm_acquisitions_and_the_cli_checks_them(tmp_path, capsys):
+    from spinetumor.cli import main
+    from spinetumor.io import write_volume
+    from spinetumor.segmentation.train import negative_cases
+
+    thin = generate(6, "none", slice_thickness=1.0, in_plane=1.0, subslices=1, orientation="canonical")
+    write_volume(thin.image, tmp_path / "free_t2.nii.gz")
+    write_volume(thin.vertebrae, tmp_path / "free_vertebrae.nii.gz")
+    cases = negative_cases([tmp_path / "free_t2.nii.gz"])
+    assert [c.name for c in cases] == ["free", "free as 3-slice slabs", "free as 5-slice slabs"]
+    assert [float(c.spacing[0]) for c in cases] == [1.0, 3.0, 5.0]
+    assert [c.image.shape[0] for c in cases] == [thin.image.shape[0] // k for k in (1, 3, 5)]
+    assert all(c.kind == "none" and not c.truth.any() and c.canal.any() for c in cases)
+    assert all(c.vertebrae is not None and c.vertebrae.any() for c in cases)
+
+    write_volume(thin.image, tmp_path / "alone_t2.nii.gz")
+    code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--negatives",
+                 str(tmp_path / "alone_t2.nii.gz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no alone_vertebrae.nii.gz beside it" in err[0]
+    code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--negatives", str(tmp_path / "x.nii.gz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "NAME_t2.nii.gz" in err[0]

@@ -133,9 +133,8 @@ def _from_volumes(image, tumor, canal, cord, name: str) -> dict | None:
 def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, dict]:
     """(training cases, validation cases) by name, built on first use and cached."""
     from ..augmentation.dataset import read_training_case, training_rows
-    from ..io import read_volume
     from .canal import segment_canal_and_cord
-    from .train import VAL_SEED_BASE, phantom_plan, prepare_case
+    from .train import VAL_SEED_BASE, phantom_plan, prepare_case, read_tumor_free_scan
 
     train, val = {}, {}
     for n, (seed, kind, with_v) in enumerate(phantom_plan(NET_SEED_BASE, config.phantoms, config.seed)):
@@ -157,10 +156,9 @@ def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, di
     for scan in map(Path, config.negatives):
         name = scan.name.replace("_t2.nii.gz", "")
 
-        def make(scan=scan, name=name):
-            image = read_volume(scan)
-            found = segment_canal_and_cord(image, read_volume(scan.with_name(f"{name}_vertebrae.nii.gz"),
-                                                              validate=False))
+        def make(scan=scan):
+            name, image, vertebrae = read_tumor_free_scan(scan)
+            found = segment_canal_and_cord(image, vertebrae)
             return _from_volumes(image, image.with_array(np.zeros(image.shape, np.uint8)), found.canal, found.cord,
                                  name)
         case = _cached(cache, f"free_{name}", make)
@@ -469,13 +467,12 @@ def add_arguments(p) -> None:
 def run_from_args(args) -> dict:
     """Train with the parsed options, then write DIR/tumor_net.safetensors and its manifest."""
     from ..cli import UsageError
+    from .train import check_tumor_free_scans
 
     for folder in args.extra:
         if not (Path(folder) / "manifest.csv").exists():
             raise UsageError(f"{folder}: not an augmented dataset (no manifest.csv); write one with spinetumor augment")
-    for scan in args.negatives:
-        if not str(scan).endswith("_t2.nii.gz") or not Path(scan).exists():
-            raise UsageError(f"{scan}: a tumor-free scan must be an existing NAME_t2.nii.gz file")
+    check_tumor_free_scans(args.negatives)
     if args.hard_negatives and not args.init:
         raise UsageError("--hard-negatives needs --init: the false positives are those of the starting weights")
     if not 0.0 <= args.hard_negatives < 1.0:

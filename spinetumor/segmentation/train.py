@@ -1,6 +1,6 @@
 """Training the tumor random forest on phantoms, and choosing its post-processing on others.
 
-    spinetumor train segmentation --out DIR [--cases N] [--seed S]
+    spinetumor train segmentation --out DIR [--cases N] [--seed S] [--extra DATASET] [--negatives SCAN ...]
 
 Training phantoms cycle through the three tumor types and tumor-free cases (seeds
 ``TRAIN_SEED_BASE + S*1000 + i``); validation phantoms, used only to choose the threshold
@@ -131,6 +131,53 @@ def thick_slab_for(case_spacing_mm: float, index: int) -> int:
     if case_spacing_mm >= THIN_SLICE_MM:
         return 1
     return max(1, int(round(CLINICAL_SLICE_MM[index % 2] / case_spacing_mm)))
+
+
+def check_tumor_free_scans(scans) -> None:
+    """Refuse (UsageError, one line) a tumor-free scan that is not an existing ``NAME_t2.nii.gz``
+    with ``NAME_vertebrae.nii.gz`` beside it (``--negatives`` of both trainers)."""
+    from ..cli import UsageError
+
+    for scan in map(Path, scans):
+        if not scan.name.endswith("_t2.nii.gz") or not scan.is_file():
+            raise UsageError(f"{scan}: a tumor-free scan must be an existing NAME_t2.nii.gz file")
+        if not vertebrae_beside(scan).is_file():
+            raise UsageError(f"{scan}: no {vertebrae_beside(scan).name} beside it (the scan's vertebra labels)")
+
+
+def vertebrae_beside(scan: Path) -> Path:
+    """The vertebra label file of a tumor-free scan ``NAME_t2.nii.gz``: ``NAME_vertebrae.nii.gz``."""
+    return scan.with_name(scan.name.replace("_t2.nii.gz", "_vertebrae.nii.gz"))
+
+
+def read_tumor_free_scan(scan) -> tuple[str, object, object]:
+    """(NAME, image, vertebra labels) of a tumor-free scan ``NAME_t2.nii.gz`` (:func:`check_tumor_free_scans`)."""
+    from ..io import read_volume
+
+    scan = Path(scan)
+    return (scan.name.replace("_t2.nii.gz", ""), read_volume(scan),
+            read_volume(vertebrae_beside(scan), validate=False))
+
+
+def negative_cases(scans) -> list[PreparedCase]:
+    """Tumor-free real scans (``--negatives``) as prepared cases with nothing to find: each as it
+    is and, when its slices are thin, also as a 3 mm and a 5 mm sagittal acquisition
+    (:func:`thick_prepared`). Why: the forest otherwise meets real background only around
+    inserted tumors in 1 mm scans, and marks sac, roots and ligaments of thick real scans."""
+    from ..volume import to_canonical
+    from .features import axis_spacing
+
+    prepared = []
+    for scan in scans:
+        name, image, vertebrae = read_tumor_free_scan(scan)
+        slice_mm = float(axis_spacing(to_canonical(image)[0])[0])
+        empty = image.with_array(np.zeros(image.shape, np.uint8))
+        for slab in dict.fromkeys((1, thick_slab_for(slice_mm, 0), thick_slab_for(slice_mm, 1))):
+            prep = thick_prepared(image, empty, vertebrae, "none",
+                                  name if slab == 1 else f"{name} as {slab}-slice slabs", slab)
+            if prep is not None:
+                prepared.append(prep)
+    return prepared
 
 
 def augmented_cases(folders, progress=None, cases=None, thick: bool = False) -> list[PreparedCase]:
@@ -376,6 +423,9 @@ def add_arguments(parser) -> None:
                         help="also train on each thin-slice --extra sample as a 3 or 5 mm sagittal acquisition "
                              "(slabs averaged, sac and cord segmented on it): the real scans are 1 mm, clinical "
                              "scans 3-5 mm")
+    parser.add_argument("--negatives", nargs="+", default=[], metavar="SCAN",
+                        help="tumor-free real scans NAME_t2.nii.gz (with NAME_vertebrae.nii.gz beside them) to "
+                             "train on as background, as they are and, when thin, as 3 and 5 mm acquisitions")
     parser.add_argument("--net", default=None, metavar="WEIGHTS",
                         help="tumor network (tumor_net.safetensors from spinetumor train tumor-net) whose probability "
                              "the forest takes as features; copied beside the forest")
@@ -418,7 +468,9 @@ def run_from_args(args, progress=None) -> dict:
         from ..cli import UsageError
 
         raise UsageError("--thick-extra needs --extra: it adds thick copies of those samples")
-    extra = augmented_cases(args.extra, thick=thick_extra) if args.extra else None
+    negatives = list(getattr(args, "negatives", []) or [])
+    check_tumor_free_scans(negatives)
+    extra = (augmented_cases(args.extra, thick=thick_extra) if args.extra else []) + negative_cases(negatives)
     net_outline = bool(getattr(args, "net_outline", False))
     if net_outline and not getattr(args, "net", None):
         from ..cli import UsageError
@@ -427,17 +479,21 @@ def run_from_args(args, progress=None) -> dict:
     net = _net_beside(args.net, Path(args.out)) if getattr(args, "net", None) else None
     val_free = getattr(args, "val_free", 0)
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
-                              select_slices=args.clusters > 0, progress=progress, extra=extra, net=net,
+                              select_slices=args.clusters > 0, progress=progress, extra=extra or None, net=net,
                               val_free=val_free, net_outline=net_outline)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
                f"--val-free {val_free} "
                f"--seed {args.seed} --clusters {args.clusters} --denoiser {args.denoiser}"
                + "".join(f" --extra {d}" for d in args.extra) + (" --thick-extra" if thick_extra else "")
-               + (f" --net {args.net}" if getattr(args, "net", None) else "") + (" --net-outline" if net_outline else ""))
+               + (f" --net {args.net}" if getattr(args, "net", None) else "") + (" --net-outline" if net_outline else "")
+               + (" --negatives " + " ".join(map(str, negatives)) if negatives else ""))
     data = "spinetumor.phantom synthetic sagittal T2 cases (phantom seeds above)"
     if args.extra:
         data += "; augmented datasets (tumors inserted into real anatomy): " + ", ".join(map(str, args.extra))
         if thick_extra:
             data += " (their thin-slice samples also as 3 or 5 mm sagittal acquisitions)"
+    if negatives:
+        data += ("; tumor-free real scans as background, as they are and as 3 and 5 mm acquisitions: "
+                 + ", ".join(map(str, negatives)))
     manifest = {"date": datetime.date.today().isoformat(), "command": command, **info, "data": data}
     return save_tumor_model(model, Path(args.out) / "tumor_rf.skops", manifest)
