@@ -151,12 +151,13 @@ def vertebrae_beside(scan: Path) -> Path:
 
 
 def read_tumor_free_scan(scan) -> tuple[str, object, object]:
-    """(NAME, image, vertebra labels) of a tumor-free scan ``NAME_t2.nii.gz`` (:func:`check_tumor_free_scans`)."""
-    from ..io import read_volume
+    """(NAME, image, vertebra labels) of a tumor-free scan ``NAME_t2.nii.gz`` (:func:`check_tumor_free_scans`),
+    read as the Chu cases are (:func:`~spinetumor.labeling.dataset.load_chu_case`)."""
+    from ..labeling.dataset import load_chu_case
 
     scan = Path(scan)
-    return (scan.name.replace("_t2.nii.gz", ""), read_volume(scan),
-            read_volume(vertebrae_beside(scan), validate=False))
+    name = scan.name.replace("_t2.nii.gz", "")
+    return (name, *load_chu_case(scan.parent, name))
 
 
 def negative_cases(scans) -> list[PreparedCase]:
@@ -164,19 +165,18 @@ def negative_cases(scans) -> list[PreparedCase]:
     is and, when its slices are thin, also as a 3 mm and a 5 mm sagittal acquisition
     (:func:`thick_prepared`). Why: the forest otherwise meets real background only around
     inserted tumors in 1 mm scans, and marks sac, roots and ligaments of thick real scans."""
-    from ..volume import to_canonical
-    from .features import axis_spacing
-
     prepared = []
     for scan in scans:
         name, image, vertebrae = read_tumor_free_scan(scan)
-        slice_mm = float(axis_spacing(to_canonical(image)[0])[0])
         empty = image.with_array(np.zeros(image.shape, np.uint8))
-        for slab in dict.fromkeys((1, thick_slab_for(slice_mm, 0), thick_slab_for(slice_mm, 1))):
-            prep = thick_prepared(image, empty, vertebrae, "none",
-                                  name if slab == 1 else f"{name} as {slab}-slice slabs", slab)
-            if prep is not None:
-                prepared.append(prep)
+        as_is = thick_prepared(image, empty, vertebrae, "none", name, 1)
+        if as_is is None:
+            continue
+        prepared.append(as_is)
+        for slab in sorted({thick_slab_for(float(as_is.spacing[0]), index) for index in (0, 1)} - {1}):
+            copy = thick_prepared(image, empty, vertebrae, "none", f"{name} as {slab}-slice slabs", slab)
+            if copy is not None:
+                prepared.append(copy)
     return prepared
 
 
@@ -479,7 +479,7 @@ def run_from_args(args, progress=None) -> dict:
     net = _net_beside(args.net, Path(args.out)) if getattr(args, "net", None) else None
     val_free = getattr(args, "val_free", 0)
     model, info = train_model(args.cases, args.seed, args.val_cases, args.clusters, args.denoiser,
-                              select_slices=args.clusters > 0, progress=progress, extra=extra or None, net=net,
+                              select_slices=args.clusters > 0, progress=progress, extra=extra, net=net,
                               val_free=val_free, net_outline=net_outline)
     command = (f"spinetumor train segmentation --out {args.out} --cases {args.cases} --val-cases {args.val_cases} "
                f"--val-free {val_free} "
