@@ -108,39 +108,65 @@ def test_vertebrae_on_other_grid_rejected(cervical):
         segment_canal_and_cord(image, vertebrae=other)
 
 
-def _tube_scene(length=200, dark_runs=((0, 40), (90, 190))):
-    """A bright sac tube (7 mm radius, 1 mm grid, rows = superior->inferior) with dark
-    7 mm-wide cords filling the row ranges ``dark_runs``."""
-    s, c = np.meshgrid(np.arange(-12, 13), np.arange(-12, 13), indexing="ij")
-    r2 = (s ** 2 + c ** 2)[:, None, :]
-    sac = np.repeat(r2 <= 49, length, axis=1)
+def _tube_scene(length=200, dark_runs=((0, 40), (90, 190)), sac_radius=7):
+    """A bright sac tube (``sac_radius`` mm, 1 mm grid, rows = superior->inferior) with dark
+    7 mm-wide cords filling the row ranges ``dark_runs``: ``(lo, hi)`` on the tube's axis,
+    ``(lo, hi, shift)`` moved ``shift`` mm along the columns."""
+    half = sac_radius + 5
+    s, c = np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1), indexing="ij")
+    sac = np.repeat(((s ** 2 + c ** 2) <= sac_radius ** 2)[:, None, :], length, axis=1)
     image = np.where(sac, 1.0, 0.2).astype(np.float32)
-    for lo, hi in dark_runs:
-        image[:, lo:hi][np.repeat(r2 <= 12, hi - lo, axis=1)] = 0.3
+    for lo, hi, *shift in dark_runs:
+        core = (s ** 2 + (c - (shift[0] if shift else 0)) ** 2) <= 12
+        image[:, lo:hi][np.repeat(core[:, None, :], hi - lo, axis=1)] = 0.3
     return image, sac
 
 
-def test_cord_starts_near_the_top_not_at_clumped_roots():
+def _cord_rows(dark_runs, latest_start=None, **scene):
+    """Rows of the cord found in a :func:`_tube_scene`."""
     from spinetumor.segmentation.canal import segment_cord
 
-    image, sac = _tube_scene()
-    spacing = np.ones(3)
-    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), spacing)
-    rows = np.flatnonzero(cord.any(axis=(0, 2)))
+    image, sac = _tube_scene(dark_runs=dark_runs, **scene)
+    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), np.ones(3), latest_start)
+    return np.flatnonzero(cord.any(axis=(0, 2)))
+
+
+def test_cord_starts_near_the_top_not_at_clumped_roots():
     # the long dark blob at rows 90-189 (roots clumped in the lower sac) is not the cord
+    rows = _cord_rows(((0, 40), (90, 190)))
     assert rows.min() <= 2 and 35 <= rows.max() <= 42, (rows.min(), rows.max())
     # with vertebra labels the limit is the L2 body's centre: a blob starting above it is the cord
-    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), spacing, latest_start=95)
-    rows = np.flatnonzero(cord.any(axis=(0, 2)))
+    rows = _cord_rows(((90, 190),), latest_start=95)
     assert rows.min() >= 88 and rows.max() >= 185, (rows.min(), rows.max())
+    # both may start high enough: the cord is the one coming from the top, not the longer one,
+    # and 50 mm of bright sac is too long a gap to be one cord
+    rows = _cord_rows(((0, 40), (90, 190)), latest_start=95)
+    assert rows.min() <= 2 and 35 <= rows.max() <= 42, (rows.min(), rows.max())
+
+
+def test_cord_is_followed_across_an_intramedullary_tumor():
+    """A bright 20 mm gap (a tumor in the cord) splits the dark cord: the longer piece below
+    it is joined to the piece above, and the gap is filled with a cord-sized cross-section."""
+    rows = _cord_rows(((0, 50), (70, 170)), latest_start=95)
+    assert rows.min() <= 2 and rows.max() >= 165 and np.array_equal(rows, np.arange(rows.min(), rows.max() + 1))
+    from spinetumor.segmentation.canal import segment_cord
+
+    image, sac = _tube_scene(dark_runs=((0, 50), (70, 170)))
+    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), np.ones(3), 95)
+    area_gap, area_cord = cord[:, 60].sum(), cord[:, 30].sum()
+    assert 0.7 * area_cord <= area_gap <= 1.3 * area_cord, (area_gap, area_cord)
+    # the piece below must start above the limit: below it, it is the cauda equina
+    rows = _cord_rows(((0, 50), (70, 170)), latest_start=60)
+    assert rows.max() <= 52, rows.max()
+
+
+def test_cord_is_not_joined_to_a_blob_beside_its_axis():
+    rows = _cord_rows(((0, 50), (70, 170, 6)), latest_start=95, sac_radius=11)
+    assert rows.min() <= 2 and 45 <= rows.max() <= 52, (rows.min(), rows.max())
 
 
 def test_no_cord_when_the_only_dark_blob_starts_low():
-    from spinetumor.segmentation.canal import segment_cord
-
-    image, sac = _tube_scene(dark_runs=((90, 190),))
-    cord = segment_cord(image, sac, np.ones(image.shape[1], np.float32), np.ones(3), latest_start=60)
-    assert not cord.any()
+    assert _cord_rows(((90, 190),), latest_start=60).size == 0
 
 
 def test_lateral_prior_follows_the_bodies_row_by_row():

@@ -20,12 +20,15 @@ superior→inferior, anterior→posterior; see :mod:`spinetumor.volume`).
    the CSF level on the centerline and the tissue in an annulus around it, connected to
    the centerline and within :data:`MAX_RADIUS_MM`; each axial cross-section is closed
    and its holes filled so the cord and nerve roots inside belong to the sac.
-4. **Cord**: darker voxels well inside the sac (opened so thin cauda equina roots go),
-   the connected blob spanning the most rows among those that start high enough, cut at
-   the conus: where its cross section stays below :data:`MIN_CORD_AREA_MM2` for 4 mm.
-   The cord comes down from the brain and ends at L1-L2 in adults, so a dark blob
-   starting below the centre of the L2 body (with vertebra labels; without them, more
-   than :data:`CORD_TOP_MM` below the sac's top) is clumped cauda equina roots, not cord.
+4. **Cord**: darker voxels well inside the sac (opened so thin cauda equina roots go).
+   The cord comes down from the brain, so its top piece is the highest-starting dark blob
+   at least 15 mm long; it is followed down across gaps of up to :data:`MAX_CORD_GAP_MM`
+   (an intramedullary tumor is not dark and cuts the cord in two) to pieces on its axis,
+   the gaps filled by interpolating the cross-sections, and cut at the conus: where its
+   cross section stays below :data:`MIN_CORD_AREA_MM2` for 4 mm. The cord ends at L1-L2
+   in adults, so a dark blob starting below the centre of the L2 body (with vertebra
+   labels; without them, more than :data:`CORD_TOP_MM` below the sac's top) is clumped
+   cauda equina roots, not cord.
 
 The masks are returned in the input geometry (:func:`~spinetumor.volume.from_canonical`).
 """
@@ -51,6 +54,12 @@ MAX_RADIUS_MM = 14.0
 LATERAL_SD_MM = 8.0
 #: Smallest cross-section (mm^2) of the cord; below it, the cord has ended (conus).
 MIN_CORD_AREA_MM2 = 10.0
+#: Largest gap (mm, along the spine) bridged between two pieces of the cord (an intramedullary tumor).
+MAX_CORD_GAP_MM = 40.0
+#: Largest left-right / anterior-posterior offset (mm) between the ends of two pieces of one cord.
+CORD_AXIS_MM = 5.0
+#: Length (mm) of each piece's end whose cross-sections, merged, are interpolated across a gap.
+END_SECTION_MM = 3.0
 #: Without vertebra labels, the cord must start within this distance (mm) of the sac's top
 #: (about two vertebral levels: the threshold may break the cord's top part off).
 CORD_TOP_MM = 60.0
@@ -387,11 +396,13 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
     Voxels of the sac (away from its wall) darker than halfway between the CSF level
     and the darkest tenth of the sac in that row are opened with a 1.5 mm disk, which
     removes the thin cauda equina roots but keeps the cord (about 6-10 mm across). Of the
-    components starting at or above crop row ``latest_start`` (default: :data:`CORD_TOP_MM`
-    below the sac's top row), the one with the most rows is the cord (none: no cord); it
-    ends at the first stretch of 4 mm where its cross-section is under
+    components at least 15 mm long starting at or above crop row ``latest_start`` (default:
+    :data:`CORD_TOP_MM` below the sac's top row), the highest-starting one is the cord's top
+    (none: no cord); :func:`_follow_down` adds its pieces below an intramedullary tumor. The
+    cord ends at the first stretch of 4 mm where its cross-section is under
     :data:`MIN_CORD_AREA_MM2`. Without the start rule, clumped roots at L3-L5 were taken
-    for the cord on real lumbar scans.
+    for the cord on real lumbar scans; choosing the longest blob instead of the highest
+    took the cauda equina for the cord below an intramedullary tumor.
     """
     from scipy import ndimage
 
@@ -416,11 +427,12 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
     if latest_start is None:
         latest_start = int(np.flatnonzero(sac.any(axis=(0, 2)))[0] + CORD_TOP_MM / spacing[1])
     objects = ndimage.find_objects(lab)
-    spans = np.array([sl[1].stop - sl[1].start if sl[1].start <= latest_start else 0 for sl in objects])
-    best = int(np.argmax(spans)) + 1
-    if spans[best - 1] * spacing[1] < 15.0:
+    min_rows = 15.0 / spacing[1]
+    candidates = [(sl[1].start, -(sl[1].stop - sl[1].start), index) for index, sl in enumerate(objects, start=1)
+                  if sl is not None and sl[1].start <= latest_start and sl[1].stop - sl[1].start >= min_rows]
+    if not candidates:
         return np.zeros_like(sac)
-    cord = lab == best
+    cord = _follow_down(lab, min(candidates)[2], sac, spacing, latest_start)
     area = cord.sum(axis=(0, 2)) * spacing[0] * spacing[2]
     present = np.nonzero(area > 0)[0]
     small = area < MIN_CORD_AREA_MM2
@@ -434,6 +446,58 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
             break
     cord[:, end:, :] = False
     return cord
+
+
+def _cross_section_centre(mask2d: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Centroid (mm, slice and column) of one axial cross-section ``[s, c]``."""
+    s, c = np.nonzero(mask2d)
+    return np.array([s.mean() * spacing[0], c.mean() * spacing[2]])
+
+
+def _bridge(cord: np.ndarray, upper_row: int, lower_row: int, sac: np.ndarray, spacing: np.ndarray) -> None:
+    """Fill the rows between two cord cross-sections by interpolating their signed distance maps.
+
+    The cross-section morphs linearly from row ``upper_row`` to row ``lower_row`` (shape-based
+    interpolation), kept inside the sac; ``cord`` is changed in place.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    sampling = (spacing[0], spacing[2])
+    signed = lambda m: distance_transform_edt(~m, sampling=sampling) - distance_transform_edt(m, sampling=sampling)  # noqa: E731
+    reach = max(1, int(round(END_SECTION_MM / spacing[1])))
+    top = signed(cord[:, max(0, upper_row - reach + 1):upper_row + 1].any(axis=1))
+    bottom = signed(cord[:, lower_row:lower_row + reach].any(axis=1))
+    for r in range(upper_row + 1, lower_row):
+        t = (r - upper_row) / (lower_row - upper_row)
+        cord[:, r] |= (((1 - t) * top + t * bottom) <= 0) & sac[:, r]
+
+
+def _follow_down(lab: np.ndarray, first: int, sac: np.ndarray, spacing: np.ndarray, latest_start: int) -> np.ndarray:
+    """The cord's top piece plus the dark pieces below it on its axis, gaps bridged.
+
+    An intramedullary tumor (and its swollen cord) is not dark, so it cuts the cord in two.
+    Going down from the top piece, the nearest component that starts below it, at most
+    :data:`MAX_CORD_GAP_MM` lower and no lower than ``latest_start``, with its top
+    cross-section within :data:`CORD_AXIS_MM` of the current lowest one, is the cord's
+    continuation; the rows between are interpolated (:func:`_bridge`).
+    """
+    from scipy import ndimage
+
+    cord = lab == first
+    objects = ndimage.find_objects(lab)
+    max_gap = MAX_CORD_GAP_MM / spacing[1]
+    while True:
+        bottom = int(np.flatnonzero(cord.any(axis=(0, 2)))[-1])
+        centre = _cross_section_centre(cord[:, bottom], spacing)
+        below = sorted((sl[1].start, index) for index, sl in enumerate(objects, start=1)
+                       if sl is not None and bottom < sl[1].start <= min(bottom + max_gap, latest_start))
+        piece = next(((start, index) for start, index in below
+                      if np.linalg.norm(_cross_section_centre(lab[:, start] == index, spacing) - centre)
+                      <= CORD_AXIS_MM), None)
+        if piece is None:
+            return cord
+        cord |= lab == piece[1]
+        _bridge(cord, bottom, piece[0], sac, spacing)
 
 
 def _cord_start_limit(vertebrae: np.ndarray | None, box) -> int | None:
