@@ -128,6 +128,7 @@ def main(argv=None) -> int:
             rows.append({
                 "seed": seed, "type": tumor_type, "shape": "x".join(map(str, case.image.shape[::-1])),
                 "found": match is not None, "type_right": bool(match and match["type"] == tumor_type),
+                "cnn_type": match["type"] if match else "", "rule_type": (match["rule_type"] or "none") if match else "",
                 "levels_right": bool(match and match["levels"] == truth["levels"]),
                 "truth_levels": " ".join(truth["levels"]), "found_levels": " ".join(match["levels"]) if match else "",
                 "false_tumors": len(analysis.report["tumors"]) - (match is not None), "seconds": total,
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
     stages = list(stage_times[0])
     mean = {s: np.mean([t[s] for t in stage_times]) for s in stages}
     n = len(rows)
+    found = [r for r in rows if r["found"]]
     lines = [
         f"Machine: {machine()}. Script: `benchmarks/pipeline.py --per-type {args.per_type} --repeat {args.repeat}"
         f"{' --baseline ' + args.baseline if args.baseline else ''}`, "
@@ -147,12 +149,15 @@ def main(argv=None) -> int:
         f"- Type right (CNN), among all tumors: {sum(r['type_right'] for r in rows)}/{n}",
         f"- Levels exactly right, among all tumors: {sum(r['levels_right'] for r in rows)}/{n}",
         f"- Extra detections that overlap no true tumor: {sum(r['false_tumors'] for r in rows)} in {n} cases",
+        f"- Geometric rule right (the report's `rule_type`, from the segmented tumor, sac and cord), among found "
+        f"tumors: {sum(r['rule_type'] == r['type'] for r in found)}/{len(found)}; CNN and rule agree (no "
+        f"\"please review\" in the report): {sum(r['rule_type'] == r['cnn_type'] for r in found)}/{len(found)}",
         "",
-        "| seed | type | size (i x j x k) | found | type right | true levels | found levels | extra | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| seed | type | size (i x j x k) | found | type right | rule | true levels | found levels | extra | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['seed']} | {r['type']} | {r['shape']} | {'yes' if r['found'] else 'no'} | "
-              f"{'yes' if r['type_right'] else 'no'} | {r['truth_levels']} | {r['found_levels']} | "
+              f"{'yes' if r['type_right'] else 'no'} | {r['rule_type']} | {r['truth_levels']} | {r['found_levels']} | "
               f"{r['false_tumors']} | {r['seconds']:.1f} |" for r in rows]
     lines += ["", "Mean time per stage on the phantoms (s): "
               + ", ".join(f"{s} {mean[s]:.2f}" for s in stages) + ".", real,
