@@ -423,7 +423,7 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
     lab, n = ndimage.label(dark)
     if n == 0:
         return dark
-    # Rows spanned by each component starting high enough: the cord is the long one.
+    # The cord comes down from the brain: its top piece is the highest long blob starting high enough.
     if latest_start is None:
         latest_start = int(np.flatnonzero(sac.any(axis=(0, 2)))[0] + CORD_TOP_MM / spacing[1])
     objects = ndimage.find_objects(lab)
