@@ -432,7 +432,7 @@ def segment_cord(image_crop: np.ndarray, sac: np.ndarray, csf: np.ndarray, spaci
                   if sl is not None and sl[1].start <= latest_start and sl[1].stop - sl[1].start >= min_rows]
     if not candidates:
         return np.zeros_like(sac)
-    cord = _follow_down(lab, min(candidates)[2], sac, spacing, latest_start)
+    cord = _follow_down(lab, objects, min(candidates)[2], sac, spacing, latest_start)
     area = cord.sum(axis=(0, 2)) * spacing[0] * spacing[2]
     present = np.nonzero(area > 0)[0]
     small = area < MIN_CORD_AREA_MM2
@@ -472,19 +472,18 @@ def _bridge(cord: np.ndarray, upper_row: int, lower_row: int, sac: np.ndarray, s
         cord[:, r] |= (((1 - t) * top + t * bottom) <= 0) & sac[:, r]
 
 
-def _follow_down(lab: np.ndarray, first: int, sac: np.ndarray, spacing: np.ndarray, latest_start: int) -> np.ndarray:
+def _follow_down(lab: np.ndarray, objects: list, first: int, sac: np.ndarray, spacing: np.ndarray,
+                 latest_start: int) -> np.ndarray:
     """The cord's top piece plus the dark pieces below it on its axis, gaps bridged.
 
     An intramedullary tumor (and its swollen cord) is not dark, so it cuts the cord in two.
     Going down from the top piece, the nearest component that starts below it, at most
     :data:`MAX_CORD_GAP_MM` lower and no lower than ``latest_start``, with its top
     cross-section within :data:`CORD_AXIS_MM` of the current lowest one, is the cord's
-    continuation; the rows between are interpolated (:func:`_bridge`).
+    continuation; the rows between are interpolated (:func:`_bridge`). ``objects``: the
+    components' bounding boxes (``scipy.ndimage.find_objects(lab)``).
     """
-    from scipy import ndimage
-
     cord = lab == first
-    objects = ndimage.find_objects(lab)
     max_gap = MAX_CORD_GAP_MM / spacing[1]
     while True:
         bottom = int(np.flatnonzero(cord.any(axis=(0, 2)))[-1])
