@@ -1,9 +1,12 @@
 """Tumor-type classification on held-out phantoms: the CNN against the geometric compartment rule.
 
-    python benchmarks/classification.py [--phantoms 120] [--compare-run runs/classification/c2]
+    python benchmarks/classification.py [--phantoms 120] [--compare-run runs/classification/c2] [--validation]
 
 Held-out phantoms: seeds ``TEST_SEED0...`` (never used for training or validation;
-seed % 3 picks the type). Each tumor is classified under several conditions:
+seed % 3 picks the type). ``--validation`` scores the validation phantoms (``VAL_SEED0...``)
+instead, to design a change on them before the held-out figures are read; such a run never
+writes docs/benchmarks.md (its JSON goes to ``runs/classification/validation.json``).
+Each tumor is classified under several conditions:
 
 * ``truth masks``: the ground-truth tumor mask, dural-sac and cord masks from the phantom;
 * ``perturbed tumor mask``: the tumor mask dilated or eroded by one voxel in-plane, or
@@ -34,7 +37,7 @@ from _report import machine, write_section  # noqa: E402
 
 from spinetumor.classification import CLASSES  # noqa: E402
 from spinetumor.classification.calibration import combine_slices, summary  # noqa: E402
-from spinetumor.classification.dataset import TEST_SEED0, phantom_anatomy_masks, phantom_kind  # noqa: E402
+from spinetumor.classification.dataset import TEST_SEED0, VAL_SEED0, phantom_anatomy_masks, phantom_kind  # noqa: E402
 
 CONDITIONS = ("truth masks", "perturbed tumor mask", "segmented sac/cord", "no sac/cord")
 
@@ -80,14 +83,15 @@ def rule(mask_vol, sac, cord):
     return CLASSES.index(kind) if kind else -1
 
 
-def run(n_phantoms: int, models: dict, log=print) -> dict:
-    """Classify every tumor of the held-out phantoms under every condition; collect the answers."""
+def run(n_phantoms: int, models: dict, log=print, first_seed: int = TEST_SEED0) -> dict:
+    """Classify every tumor of the phantoms ``first_seed``.. (default the held-out ones) under every
+    condition; collect the answers."""
     from spinetumor.phantom import generate
     from spinetumor.segmentation.canal import segment_canal_and_cord
 
     targets, answers = [], {}
     seconds = {"cnn": 0.0, "rule": 0.0, "segment": 0.0}
-    for n, seed in enumerate(range(TEST_SEED0, TEST_SEED0 + n_phantoms)):
+    for n, seed in enumerate(range(first_seed, first_seed + n_phantoms)):
         case = generate(seed, phantom_kind(seed))
         sac, cord = phantom_anatomy_masks(case.anatomy)
         t0 = time.time()
@@ -131,15 +135,19 @@ def scores(targets, answers) -> dict:
     return out
 
 
-def report(result: dict, models: dict, manifests: dict, n_phantoms: int, elapsed: float) -> tuple[str, dict]:
+def report(result: dict, models: dict, manifests: dict, n_phantoms: int, elapsed: float,
+           first_seed: int = TEST_SEED0) -> tuple[str, dict]:
     """The markdown section and the per-(method, condition) scores."""
     targets = result["targets"]
     table = {key: scores(targets, ans) for key, ans in result["answers"].items()}
     short = {"intramedullary": "IM", "intradural-extramedullary": "IDEM", "extradural": "ED"}
-    lines = [f"Script: `benchmarks/classification.py --phantoms {n_phantoms}`. Machine: {machine()}. "
+    which = (f"Held-out phantoms: seeds {first_seed}..{first_seed + n_phantoms - 1} (never used in training or "
+             f"validation; seed % 3 picks the type)" if first_seed == TEST_SEED0 else
+             f"Validation phantoms: seeds {first_seed}..{first_seed + n_phantoms - 1} (seed % 3 picks the type)")
+    option = "" if first_seed == TEST_SEED0 else " --validation"
+    lines = [f"Script: `benchmarks/classification.py --phantoms {n_phantoms}{option}`. Machine: {machine()}. "
              f"Wall time {elapsed / 60:.1f} min.", "",
-             f"Held-out phantoms: seeds {TEST_SEED0}..{TEST_SEED0 + n_phantoms - 1} (never used in training or "
-             f"validation; seed % 3 picks the type), {len(targets)} tumors "
+             f"{which}, {len(targets)} tumors "
              f"({', '.join(f'{short[c]} {int((targets == i).sum())}' for i, c in enumerate(CLASSES))}). "
              "Per tumor, the CNN combines its slices (area-weighted mean of log-probabilities, calibrated "
              "temperature); the rule is `spinetumor.localization.compartment_rule` (containment score >= 0.5 "
@@ -206,7 +214,11 @@ def main(argv=None) -> int:
     p.add_argument("--compare-run", default=None, help="a training run folder to evaluate too (e.g. 2 channels)")
     p.add_argument("--json", default="runs/classification/benchmark.json")
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--validation", action="store_true",
+                   help="score the validation phantoms instead of the held-out ones (never writes the docs)")
     args = p.parse_args(argv)
+    if args.validation and args.json == p.get_default("json"):
+        args.json = "runs/classification/validation.json"
     torch.set_num_threads(1)
     shipped = load_model(args.model)
     name = f"CNN ({shipped.channels} ch, shipped)"
@@ -222,14 +234,15 @@ def main(argv=None) -> int:
         other_name = f"CNN ({other.channels} ch, {run_dir.name})"
         models[other_name], manifests[other_name] = other, rec
     t0 = time.time()
-    result = run(args.phantoms, models)
-    text, table = report(result, models, manifests, args.phantoms, time.time() - t0)
+    first_seed = VAL_SEED0 if args.validation else TEST_SEED0
+    result = run(args.phantoms, models, first_seed=first_seed)
+    text, table = report(result, models, manifests, args.phantoms, time.time() - t0, first_seed)
     print(text)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({f"{k[0]} | {k[1]}": {kk: vv for kk, vv in v.items() if kk != "predictions"}
                                for k, v in table.items()}, indent=2) + "\n")
-    if not args.no_write:
+    if not (args.no_write or args.validation):
         write_section("Tumor-type classification", text)
     return 0
 

@@ -109,7 +109,7 @@ def evaluate(model, prep, best) -> dict:
     dropped = np.setdiff1d(np.arange(box[0].start, box[0].stop), stack.slices_kept)
     lost_slices = int(prep.truth[dropped].sum()) if dropped.size else 0
     return {**{k: m[k] for k in METRICS}, **{f"best_{k}": mb[k] for k in METRICS},
-            **error_breakdown(pred, prep.truth, prep.spacing),
+            **error_breakdown(pred, prep.truth, prep.spacing), **slice_role_counts(pred, prep.truth),
             "best_found": bool(pred_best.any()), "found": bool(pred.any()), "truth_voxels": n_truth,
             "outside_roi": outside_roi, "lost_by_slices": lost_slices, "seconds": seconds,
             "slices": int(box[0].stop - box[0].start), "slices_kept": int(len(stack.slices_kept))}
@@ -140,6 +140,53 @@ def error_breakdown(pred: np.ndarray, truth: np.ndarray, spacing) -> dict:
     edge = fn & ~missed & (depth <= EDGE_MM)
     return {"fn_missed": int(missed.sum()), "fn_edge": int(edge.sum()), "fn_inner": int((fn & ~missed & ~edge).sum()),
             "fp_edge": int((fp & (gap <= EDGE_MM)).sum()), "fp_far": int((fp & (gap > EDGE_MM)).sum())}
+
+
+def slice_role_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Voxel counts by the sagittal slice they lie on, relative to each true tumor's extent.
+
+    A tumor's *end slices* are the first and last of the slices (array axis 0) it spans, its
+    *inner slices* those between; on thick slices the end slices are where partial volume
+    makes the edge ambiguous (the reference mask is the slab's centre, the image its mean).
+    Returns true positives, false positives and false negatives on inner slices
+    (``inner_slice_tp`` ...), on end slices (``end_slice_*``) and, for false positives, on
+    slices no tumor spans (``beyond_slice_fp``). A slice that is inner to one tumor and an end
+    of another counts as inner.
+    """
+    from scipy import ndimage
+
+    lab, n = ndimage.label(truth, structure=ndimage.generate_binary_structure(3, 2))
+    inner = np.zeros(truth.shape[0], bool)
+    end = np.zeros(truth.shape[0], bool)
+    for box in ndimage.find_objects(lab):
+        first, last = box[0].start, box[0].stop - 1
+        end[[first, last]] = True
+        inner[first + 1:last] = True
+    end &= ~inner
+    out = {}
+    for name, rows in (("inner", inner), ("end", end)):
+        p, t = pred[rows], truth[rows]
+        out.update({f"{name}_slice_tp": int((p & t).sum()), f"{name}_slice_fp": int((p & ~t).sum()),
+                    f"{name}_slice_fn": int((~p & t).sum())})
+    out["beyond_slice_fp"] = int(pred[~(inner | end)].sum())
+    return out
+
+
+def slice_role_sentence(tumor_results: list) -> str:
+    """One sentence on the Dice of the tumors' inner and end slices (:func:`slice_role_counts`)."""
+    total = {k: sum(r[k] for r in tumor_results) for k in tumor_results[0] if "_slice_" in k}
+
+    def dice(name: str) -> str:
+        tp, fp, fn = (total[f"{name}_slice_{k}"] for k in ("tp", "fp", "fn"))
+        return f"{2 * tp / max(2 * tp + fp + fn, 1):.3f} ({tp + fn} tumor voxels)"
+
+    wrong = {name: total[f"{name}_slice_fp"] + total[f"{name}_slice_fn"] for name in ("inner", "end")}
+    wrong["end"] += total["beyond_slice_fp"]
+    return (f"By sagittal slice (the same cases): on the tumors' inner slices the voxel Dice is {dice('inner')}, "
+            f"on their first and last slices {dice('end')}; the end slices and the slices beyond them hold "
+            f"{wrong['end'] / max(sum(wrong.values()), 1):.0%} of the wrong voxels. On thick slices an end slice "
+            f"images part of the tumor (the slab's mean) while the reference marks the slab's centre, so this "
+            f"is where the outline is least determined by the image.")
 
 
 def error_sentence(tumor_results: list) -> str:
@@ -361,7 +408,7 @@ def shipped_notes(default: list, kinds, prefix: str, seconds_512: float, seconds
     kept = np.mean([r["slices_kept"] / max(r["slices"], 1) for r in default])
     secs = np.mean([r["seconds"] for r in default])
     none = f", {seconds_512_none:.1f} s without denoising" if seconds_512_none is not None else ""
-    return [error_sentence(tumor), "",
+    return [error_sentence(tumor), "", slice_role_sentence(tumor), "",
             f"Slice selection ({prefix}FCM + RF, shearlet): {kept:.0%} of the slices of the canal box kept on average; "
             f"tumor voxels in dropped slices: {lost} of {total_truth}. Tumor voxels outside the region of "
             f"interest (farther than {ROI_MM:g} mm from the found sac): {outside} of {total_truth}.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.segmentation import EDGE_MM, error_breakdown
+from benchmarks.segmentation import EDGE_MM, error_breakdown, slice_role_counts, slice_role_sentence
 
 
 def test_error_breakdown_sorts_each_wrong_voxel_by_where_it_lies():
@@ -28,6 +28,23 @@ def test_error_breakdown_counts_deep_misses_apart_from_edge_misses():
     assert EDGE_MM < 8
     assert out["fn_inner"] == 16 and out["fn_edge"] == 20 and out["fn_missed"] == 0
     assert out["fp_edge"] == out["fp_far"] == 0
+
+
+def test_slice_role_counts_split_errors_between_a_tumors_inner_and_end_slices():
+    truth = np.zeros((6, 20, 20), bool)
+    truth[1:5, 5:15, 5:15] = True          # spans slices 1-4: ends 1 and 4, inner 2 and 3
+    pred = np.zeros_like(truth)
+    pred[2:4, 5:15, 5:15] = True           # inner slices exactly right
+    pred[4, 5:10, 5:15] = True             # half of the last slice
+    pred[5, 5:10, 5:10] = True             # 25 voxels on a slice no tumor spans
+    out = slice_role_counts(pred, truth)
+    assert out == {"inner_slice_tp": 200, "inner_slice_fp": 0, "inner_slice_fn": 0, "end_slice_tp": 50,
+                   "end_slice_fp": 0, "end_slice_fn": 150, "beyond_slice_fp": 25}
+    assert not set(out) & set(error_breakdown(pred, truth, (4.0, 1.0, 1.0)))   # both go into one result dict
+    sentence = slice_role_sentence([out])
+    assert "inner slices the voxel Dice is 1.000 (200 tumor voxels)" in sentence
+    assert "first and last slices 0.400 (200 tumor voxels)" in sentence   # 2*50 / (100 + 0 + 150)
+    assert "hold 100% of the wrong voxels" in sentence
 
 
 def _scored(tumors: list[tuple[int, int, int]], free_marked: list[int]) -> dict:
