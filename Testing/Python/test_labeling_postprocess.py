@@ -75,6 +75,40 @@ def test_fragments_are_dropped_or_merged():
         assert ndimage.label(out == level)[1] == 1
 
 
+def test_a_body_found_in_separate_slices_is_one_body_and_keeps_its_level():
+    """The network labels slice by slice: L1 found only in slices 1 and 6, each piece under the
+    smallest body, is still L1 (its pieces share their sagittal footprint), not two fragments
+    dropped with a gap left in the levels."""
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[2:6][truth[2:6] == 3] = 0             # L1's middle slices missed
+    out, report = enforce_anatomy(pred, probs_from(pred))
+    assert (out[[1, 6]][truth[[1, 6]] == 3] == 3).all()
+    assert np.array_equal(out[truth != 3], truth[truth != 3])
+    assert report.dropped_fragments == 0
+
+
+def test_pieces_beside_a_body_are_not_joined_to_it():
+    truth = stacked_bodies()
+    pred = truth.copy()
+    pred[7, 2 + 14 * 2:2 + 14 * 2 + 10, 17:20] = 3   # at L1's height, but behind its footprint
+    out, report = enforce_anatomy(pred, probs_from(pred))
+    assert np.array_equal(out, truth)
+    assert report.dropped_fragments == 30
+    labels = postprocess.body_pieces(pred > 0, 200)
+    assert labels[7, 2 + 14 * 2, 17] != labels[3, 2 + 14 * 2, 8]
+
+
+def test_only_pieces_too_small_for_a_body_are_joined():
+    mask = np.zeros((8, 20, 20), bool)
+    mask[0, 2:12, 4:16] = True                 # 120 voxels
+    mask[3:7, 2:12, 4:16] = True               # 480 voxels, same footprint
+    mask[7, 14:18, 4:16] = True                # 48 voxels below them
+    assert len(np.unique(postprocess.body_pieces(mask, 100))) == 4     # none joined: one piece is a body
+    joined = postprocess.body_pieces(mask, 500)
+    assert joined[0, 2, 4] == joined[3, 2, 4] != joined[7, 14, 4]     # fragments of one footprint join
+
+
 def test_sacrum_called_l5_below_the_true_l5_is_dropped():
     truth = stacked_bodies()
     pred = truth.copy()

@@ -7,7 +7,10 @@ their names increase downwards without repetition.
 
 1. Every connected component of the vertebra mask (any level) is a *candidate body*
    when it is at least ``min_fraction`` of the typical body size and at least
-   :data:`MIN_BODY_MM3`; smaller ones are fragments. The discs separate the bodies, so a
+   :data:`MIN_BODY_MM3`; smaller ones are fragments. Fragments whose sagittal footprints
+   (their projections across the slices, axis 0) mostly overlap count as one component:
+   pieces of one body that the network, labeling slice by slice, missed in the slices
+   between (:data:`SAME_BODY_FOOTPRINT`, :func:`body_pieces`). The discs separate the bodies, so a
    body whose voxels the network split between two names stays one candidate; a
    component much taller than a body (:data:`BRIDGED_HEIGHT` typical heights, or over
    :data:`MAX_BODY_HEIGHT_MM`: bodies bridged across discs) is split at its thinnest
@@ -49,6 +52,11 @@ BRIDGED_HEIGHT = 1.6
 MAX_BODY_HEIGHT_MM = 50.0
 #: Most erosion (voxels) tried to separate bridged bodies; thicker bridges are not discs.
 MAX_EROSION = 6
+#: Two fragments are pieces of one body when this share of the smaller one's sagittal
+#: footprint lies in the other's: a body the network labels in some slices only falls apart
+#: across the slices, at the same height and depth (seen on the SCT thoracolumbar sample, whose
+#: L1 came in two pieces, each under :data:`MIN_BODY_MM3`, and was lost).
+SAME_BODY_FOOTPRINT = 0.5
 
 
 @dataclass
@@ -130,11 +138,12 @@ def _split_bridged(mask: np.ndarray, min_voxels: float, max_erosion: int = MAX_E
     return [mask]
 
 
-def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min_voxels: float):
-    """Candidate bodies and fragments.
+def _bodies(labels: np.ndarray, pieces: np.ndarray, probs, n_levels: int, axis_si: int, spacing,
+            min_voxels: float):
+    """Candidate bodies and fragments of ``labels``, whose pieces (:func:`body_pieces`) are given.
 
-    A body is a connected component of the vertebra mask (any level): the discs separate
-    the bodies, so a body the network split between two level names stays one candidate.
+    A body is a piece of the vertebra mask (any level): the discs separate the bodies, so a
+    body the network split between two level names stays one candidate.
     A component much taller than the typical body or than :data:`MAX_BODY_HEIGHT_MM` (bodies
     bridged across thin discs) is split where it is thinnest (:func:`_split_bridged`), or else
     by the network's level names. Components under ``min_voxels`` are fragments.
@@ -142,10 +151,9 @@ def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min
     from scipy import ndimage
 
     spacing_si = float(spacing[axis_si])
-    lab, _ = ndimage.label(labels > 0)
     comps = []
-    for index, box in enumerate(ndimage.find_objects(lab), start=1):
-        sub = lab[box] == index
+    for index, box in enumerate(ndimage.find_objects(pieces), start=1):
+        sub = pieces[box] == index
         comps.append(_component(labels[box], sub, box, probs, n_levels, axis_si, spacing_si))
     big = [c for c in comps if c.size >= min_voxels]
     fragments = [c for c in comps if c.size < min_voxels]
@@ -172,6 +180,52 @@ def _bodies(labels: np.ndarray, probs, n_levels: int, axis_si: int, spacing, min
             else:
                 pending.append((piece, np.ptp(np.nonzero(part)[axis_si]) + 1))
     return bodies, fragments
+
+
+def body_pieces(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """Connected components of ``mask``, fragments of one body joined.
+
+    Returns a label array (0 = background, 1..n). Two components smaller than ``min_voxels``
+    (too small to be a body alone) join when at least :data:`SAME_BODY_FOOTPRINT` of the
+    smaller one's sagittal footprint (its voxels projected along axis 0, the slice axis)
+    lies in the other's: one body seen in the slices the network labeled, with slices it
+    missed between. Components of body size stay as they are, so a fragment beside a body
+    found whole is still a fragment (merged only when it touches the body).
+    """
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    boxes = ndimage.find_objects(lab)
+    small = [k for k in range(1, n + 1) if sizes[k] < min_voxels]
+    footprints = {k: (lab[boxes[k - 1]] == k).any(axis=0) for k in small}
+    parent = list(range(n + 1))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    def shared(a: int, b: int) -> int:
+        """Pixels of the two footprints that coincide (rows and columns of the slices)."""
+        box_a, box_b = boxes[a - 1], boxes[b - 1]
+        lo = [max(box_a[i].start, box_b[i].start) for i in (1, 2)]
+        hi = [min(box_a[i].stop, box_b[i].stop) for i in (1, 2)]
+        if lo[0] >= hi[0] or lo[1] >= hi[1]:
+            return 0
+        crop = lambda k, box: footprints[k][lo[0] - box[1].start:hi[0] - box[1].start,  # noqa: E731
+                                            lo[1] - box[2].start:hi[1] - box[2].start]
+        return int((crop(a, box_a) & crop(b, box_b)).sum())
+
+    for i, a in enumerate(small):
+        for b in small[i + 1:]:
+            smaller = min(footprints[a].sum(), footprints[b].sum())
+            if shared(a, b) >= SAME_BODY_FOOTPRINT * smaller:
+                parent[root(b)] = root(a)
+    if all(parent[k] == k for k in range(n + 1)):
+        return lab
+    _, joined = np.unique([root(k) for k in range(n + 1)], return_inverse=True)
+    return joined[lab]
 
 
 def _slots(positions: list[float]) -> list[int]:
@@ -243,7 +297,8 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
         return out, report
     reference = float(np.median(np.sort(sizes)[-n_levels:]))          # the largest blobs: the bodies
     min_voxels = max(min_fraction * reference, min_volume_mm3 / float(np.prod(spacing)))
-    bodies, fragments = _bodies(labels, probs, n_levels, axis_si, spacing, min_voxels)
+    pieces = body_pieces(labels > 0, min_voxels)
+    bodies, fragments = _bodies(labels, pieces, probs, n_levels, axis_si, spacing, min_voxels)
     candidates = sorted(bodies, key=lambda c: c.position)
     for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
         if level == 0:
