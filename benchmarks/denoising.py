@@ -144,8 +144,9 @@ def report(params, rows, shapes) -> str:
         "boundaries) the edge-preserving bilateral filter removes more noise, the shearlet (ours, tuned) comes "
         "second. Default parameters of every method in `denoise.py` are the tuned ones above.",
         "",
-        "The Dice of the tumor segmentation each denoiser leads to will be added here by the random-forest "
-        "step's benchmark (not measured yet).",
+        "This is the image-quality default (`denoise()` without a method); the tumor forest's denoiser is "
+        "chosen by the tumor Dice each denoiser leads to, measured by `benchmarks/segmentation.py --denoisers` "
+        "in the next section, \"Denoising: the tumor Dice it leads to\".",
     ]
     return "\n".join(lines)
 

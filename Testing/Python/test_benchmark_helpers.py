@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from benchmarks.segmentation import EDGE_MM, error_breakdown, slice_role_counts, slice_role_sentence
+from benchmarks.segmentation import EDGE_MM, error_breakdown, paired_difference, slice_role_counts, slice_role_sentence
 
 
 def test_error_breakdown_sorts_each_wrong_voxel_by_where_it_lies():
@@ -45,6 +46,16 @@ def test_slice_role_counts_split_errors_between_a_tumors_inner_and_end_slices():
     assert "inner slices the voxel Dice is 1.000 (200 tumor voxels)" in sentence
     assert "first and last slices 0.400 (200 tumor voxels)" in sentence   # 2*50 / (100 + 0 + 150)
     assert "hold 100% of the wrong voxels" in sentence
+
+
+def test_paired_difference_is_per_tumor_and_leaves_tumor_free_cases_out():
+    kinds = ["intramedullary", "none", "extradural", "extradural"]
+    results = {"a": [{"dice": 0.8}, {"dice": 1.0}, {"dice": 0.6}, {"dice": 0.7}],
+               "b": [{"dice": 0.7}, {"dice": 0.0}, {"dice": 0.6}, {"dice": 0.4}]}
+    mean, se = paired_difference(results, kinds, "a", "b")
+    diff = np.array([0.1, 0.0, 0.3])
+    assert mean == pytest.approx(diff.mean())
+    assert se == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
 
 
 def _scored(tumors: list[tuple[int, int, int]], free_marked: list[int]) -> dict:
