@@ -164,7 +164,7 @@ def slice_role_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
     """
     from scipy import ndimage
 
-    lab, n = ndimage.label(truth, structure=ndimage.generate_binary_structure(3, 2))
+    lab, _ = ndimage.label(truth, structure=ndimage.generate_binary_structure(3, 2))
     inner = np.zeros(truth.shape[0], bool)
     end = np.zeros(truth.shape[0], bool)
     for box in ndimage.find_objects(lab):
@@ -464,6 +464,8 @@ def ablation_outlines(models) -> str:
     redrawn = sorted({name for (name, _), (model, _) in models.items() if model.net_boundary is not None})
     if not redrawn:
         return "every forest keeps its own outline."
+    if len(redrawn) == len({name for name, _ in models}):
+        return "every forest draws each tumor it keeps along the network's outline (step 5)."
     return f"{', '.join(redrawn)} draw each tumor they keep along the network's outline (step 5), the others keep their own."
 
 
@@ -525,7 +527,8 @@ def denoiser_report(models, results, kinds, args, total) -> str:
     for key in keys:
         secs = np.mean([r["seconds"] for r in results[key]])
         if key == reference:
-            parts.append(f"{key[1]} (the shipped forest's) {secs:.1f} s per case")
+            shipped = " (the shipped forest's)" if key[1] == DEFAULT_DENOISER else ""
+            parts.append(f"{key[1]}{shipped} {secs:.1f} s per case")
             continue
         mean, se = paired_difference(results, kinds, key, reference)
         parts.append(f"{key[1]} {mean:+.3f} ± {se:.3f}, {secs:.1f} s per case")
@@ -538,6 +541,7 @@ def denoiser_report(models, results, kinds, args, total) -> str:
                  f"standard error over {sum(k != 'none' for k in kinds)} tumors), and time of features + forest: "
                  + "; ".join(parts) + ". " + verdict)
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from spinetumor.labeling import postprocess
 
@@ -95,7 +96,7 @@ def test_pieces_beside_a_body_are_not_joined_to_it():
     out, report = enforce_anatomy(pred, probs_from(pred))
     assert np.array_equal(out, truth)
     assert report.dropped_fragments == 30
-    labels = postprocess.body_pieces(pred > 0, 200)
+    labels = postprocess.body_pieces(ndimage.label(pred > 0)[0], 200)
     assert labels[7, 2 + 14 * 2, 17] != labels[3, 2 + 14 * 2, 8]
 
 
@@ -104,8 +105,8 @@ def test_only_pieces_too_small_for_a_body_are_joined():
     mask[0, 2:12, 4:16] = True                 # 120 voxels
     mask[3:7, 2:12, 4:16] = True               # 480 voxels, same footprint
     mask[7, 14:18, 4:16] = True                # 48 voxels below them
-    assert len(np.unique(postprocess.body_pieces(mask, 100))) == 4     # none joined: one piece is a body
-    joined = postprocess.body_pieces(mask, 500)
+    assert len(np.unique(postprocess.body_pieces(ndimage.label(mask)[0], 100))) == 4     # none joined: one piece is a body
+    joined = postprocess.body_pieces(ndimage.label(mask)[0], 500)
     assert joined[0, 2, 4] == joined[3, 2, 4] != joined[7, 14, 4]     # fragments of one footprint join
 
 

@@ -182,8 +182,8 @@ def _bodies(labels: np.ndarray, pieces: np.ndarray, probs, n_levels: int, axis_s
     return bodies, fragments
 
 
-def body_pieces(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    """Connected components of ``mask``, fragments of one body joined.
+def body_pieces(lab: np.ndarray, min_voxels: float) -> np.ndarray:
+    """The connected components ``lab`` of the vertebra mask (``ndimage.label``), fragments of one body joined.
 
     Returns a label array (0 = background, 1..n). Two components smaller than ``min_voxels``
     (too small to be a body alone) join when at least :data:`SAME_BODY_FOOTPRINT` of the
@@ -194,7 +194,7 @@ def body_pieces(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """
     from scipy import ndimage
 
-    lab, n = ndimage.label(mask)
+    n = int(lab.max())
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     boxes = ndimage.find_objects(lab)
     small = [k for k in range(1, n + 1) if sizes[k] < min_voxels]
@@ -292,12 +292,13 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
     labels = np.asarray(labels)
     report = PostprocessReport()
     out = np.zeros(labels.shape, np.uint8)
-    sizes = np.bincount(ndimage.label(labels > 0)[0].ravel())[1:]
+    components, _ = ndimage.label(labels > 0)
+    sizes = np.bincount(components.ravel())[1:]
     if not sizes.size:
         return out, report
     reference = float(np.median(np.sort(sizes)[-n_levels:]))          # the largest blobs: the bodies
     min_voxels = max(min_fraction * reference, min_volume_mm3 / float(np.prod(spacing)))
-    pieces = body_pieces(labels > 0, min_voxels)
+    pieces = body_pieces(components, min_voxels)
     bodies, fragments = _bodies(labels, pieces, probs, n_levels, axis_si, spacing, min_voxels)
     candidates = sorted(bodies, key=lambda c: c.position)
     for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
