@@ -181,13 +181,18 @@ def slice_role_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
+def slice_role_dice(counts: dict, name: str) -> float:
+    """Voxel Dice on the tumors' ``"inner"`` or ``"end"`` slices from (summed) :func:`slice_role_counts`."""
+    tp, fp, fn = (counts[f"{name}_slice_{k}"] for k in ("tp", "fp", "fn"))
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
 def slice_role_sentence(tumor_results: list) -> str:
     """One sentence on the Dice of the tumors' inner and end slices (:func:`slice_role_counts`)."""
     total = {k: sum(r[k] for r in tumor_results) for k in tumor_results[0] if "_slice_" in k}
 
     def dice(name: str) -> str:
-        tp, fp, fn = (total[f"{name}_slice_{k}"] for k in ("tp", "fp", "fn"))
-        return f"{2 * tp / max(2 * tp + fp + fn, 1):.3f} ({tp + fn} tumor voxels)"
+        return f"{slice_role_dice(total, name):.3f} ({total[f'{name}_slice_tp'] + total[f'{name}_slice_fn']} tumor voxels)"
 
     wrong = {name: total[f"{name}_slice_fp"] + total[f"{name}_slice_fn"] for name in ("inner", "end")}
     wrong["end"] += total["beyond_slice_fp"]

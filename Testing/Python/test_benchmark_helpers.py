@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.segmentation import EDGE_MM, error_breakdown, paired_difference, slice_role_counts, slice_role_sentence
+from benchmarks.segmentation import (EDGE_MM, error_breakdown, paired_difference, slice_role_counts, slice_role_dice,
+                                     slice_role_sentence)
 
 
 def test_error_breakdown_sorts_each_wrong_voxel_by_where_it_lies():
@@ -46,6 +47,20 @@ def test_slice_role_counts_split_errors_between_a_tumors_inner_and_end_slices():
     assert "inner slices the voxel Dice is 1.000 (200 tumor voxels)" in sentence
     assert "first and last slices 0.400 (200 tumor voxels)" in sentence   # 2*50 / (100 + 0 + 150)
     assert "hold 100% of the wrong voxels" in sentence
+    assert slice_role_dice(out, "inner") == 1.0 and slice_role_dice(out, "end") == pytest.approx(0.4)
+
+
+def test_tumor_net_row_gives_dice_per_type_per_slice_role_and_the_empty_tumor_free_count():
+    from benchmarks.tumor_net import table_row
+
+    roles = {"inner_slice_tp": 90, "inner_slice_fp": 10, "inner_slice_fn": 10, "end_slice_tp": 30,
+             "end_slice_fp": 20, "end_slice_fn": 40, "beyond_slice_fp": 5}
+    cases = [{"kind": "a", "marked": 10, "dice": 0.9}, {"kind": "a", "marked": 12, "dice": 0.7},
+             {"kind": "b", "marked": 8, "dice": 0.2}, {"kind": "none", "marked": 0},
+             {"kind": "none", "marked": 3}]
+    row = table_row("net", "0123456789abcdef", {"per_case": cases, "slice_roles": roles}, ["a", "b"])
+    # mean Dice 0.6; a 0.8, b 0.2; inner 180/200; end 60/120; one of two tumor-free phantoms empty
+    assert row == "| net | 0123456789ab | 0.600 | 0.800 | 0.200 | 0.900 | 0.500 | 1/2 |"
 
 
 def test_paired_difference_is_per_tumor_and_leaves_tumor_free_cases_out():
