@@ -267,7 +267,9 @@ class VertebraLabelingLogic(ScriptedLoadableModuleLogic):
         return segmentationNode.GetNodeReference(scene.TABLE_ROLE) if segmentationNode is not None else None
 
     def summary(self, tableNode) -> str:
-        """One line: the levels found and those missing."""
+        """One line: the levels found and those missing, and the caution on their names if any."""
+        from VertebraLabelingLib import scene
+
         if tableNode is None:
             return ""
         table = tableNode.GetTable()
@@ -277,7 +279,8 @@ class VertebraLabelingLogic(ScriptedLoadableModuleLogic):
         text = _("Found {count} levels: {levels}.").format(count=len(found), levels=", ".join(found) or "-")
         if missing:
             text += " " + _("Missing: {levels}.").format(levels=", ".join(missing))
-        return text
+        caution = tableNode.GetAttribute(scene.CAUTION_ATTRIBUTE)
+        return text + " " + caution if caution else text
 
     def nameLastLandmark(self, markupsNode) -> None:
         """Give the most recently placed point the next landmark name (T11, T11-corner, ...)."""

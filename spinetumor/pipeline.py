@@ -117,10 +117,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
         tumors.append(tumor_entry(location, type_name, probabilities))
     timings["classification"] = time.perf_counter() - start
 
-    notes = []
-    if labeling.missing:
-        notes.append("The vertebra labeling did not find " + ", ".join(labeling.missing)
-                     + " (outside the field of view, or missed by the network).")
+    notes = labeling.notes()
     models = {"vertebra_labeling": _model_info(labeling.model), "tumor_segmentation": _model_info(forest.manifest)}
     if forest.uses_net:
         models["tumor_network"] = _model_info(forest.net.manifest)
@@ -135,6 +132,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
         "vertebrae": [{"level": lv.name, "present": lv.present, "volume_ml": lv.volume_ml,
                        "centroid_ras": list(lv.centroid_ras) if lv.centroid_ras is not None else None,
                        "confidence": lv.confidence} for lv in labeling.levels.values()],
+        "sacrum_in_view": labeling.sacrum_in_view(),
         "models": models,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
@@ -265,7 +263,7 @@ def study_name(path: Path) -> str:
 
 
 SUMMARY_COLUMNS = ("study", "status", "id", "type", "levels", "epicenter_level", "volume_ml",
-                   "canal_compromise_percent")
+                   "canal_compromise_percent", "sacrum_in_view")
 
 
 def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Path:
@@ -289,10 +287,10 @@ def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Pa
             rows.append({"study": name, "status": f"error: {error}"})
             continue
         tumors = analysis.report["tumors"]
-        rows += [{"study": name, "status": "ok", "id": t["id"], "type": t["type"], "levels": " ".join(t["levels"]),
+        study = {"study": name, "status": "ok", "sacrum_in_view": "yes" if analysis.report["sacrum_in_view"] else "no"}
+        rows += [{**study, "id": t["id"], "type": t["type"], "levels": " ".join(t["levels"]),
                   "epicenter_level": t["epicenter_level"] or "", "volume_ml": round(t["volume_ml"], 3),
-                  "canal_compromise_percent": round(t["canal_compromise_percent"], 1)} for t in tumors] \
-            or [{"study": name, "status": "ok"}]
+                  "canal_compromise_percent": round(t["canal_compromise_percent"], 1)} for t in tumors] or [study]
     buffer = _io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", restval="")
     writer.writeheader()

@@ -112,15 +112,21 @@ def tumor_points(report) -> list[tuple[str, np.ndarray]]:
             for t in report_tumors(report) if t.get("centroid_ras") is not None]
 
 
+#: Added to the status line when the report says the sacrum is not in view.
+CHECK_LEVELS = " Check the level names: the sacrum is not in view (see the report's notes)."
+
+
 def summary_text(report) -> str:
-    """One line for the status label: how many tumors, their types and levels."""
+    """One line for the status label: how many tumors, their types and levels, and a caution
+    when the level names may be off (``sacrum_in_view`` false)."""
     from spinetumor.report import level_span
 
     tumors = report_tumors(report)
+    caution = CHECK_LEVELS if report.get("sacrum_in_view") is False else ""
     if not tumors:
-        return "No tumor found."
+        return "No tumor found." + caution
     return f"{len(tumors)} tumor(s): " + "; ".join(
-        f"{t['id']}: {t['type']} at {level_span(t['levels'])}, {t['volume_ml']:.2f} mL" for t in tumors) + "."
+        f"{t['id']}: {t['type']} at {level_span(t['levels'])}, {t['volume_ml']:.2f} mL" for t in tumors) + "." + caution
 
 
 def stored_report(segmentation_node) -> dict | None:

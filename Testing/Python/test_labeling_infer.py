@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spinetumor.labeling import Cancelled  # noqa: E402
-from spinetumor.labeling.infer import label_vertebrae, tile_starts  # noqa: E402
+from spinetumor.labeling.infer import (SACRUM_VIEW_MM, LabelingResult, inferior_margin_mm,  # noqa: E402
+                                      label_vertebrae, tile_starts)
 from spinetumor.labeling.model import ModelError, export_model, load_model  # noqa: E402
 from spinetumor.labeling.network import NetConfig, build_unet  # noqa: E402
 from spinetumor.volume import Volume  # noqa: E402
@@ -93,6 +94,29 @@ def test_partial_field_of_view_reports_the_missing_levels():
     assert [n for n, lv in result.levels.items() if lv.present] == ["L1", "L2", "L3", "L4", "L5"]
     assert not result.levels["T11"].present and result.levels["T11"].volume_ml == 0.0
     assert result.to_dict()["missing"] == ["T11", "T12"]
+
+
+def test_inferior_margin_is_the_image_below_the_lowest_label():
+    labels = np.zeros((3, 50, 4), np.uint8)
+    labels[1, 10:31, 2] = 7                    # lowest labeled row 30: rows 31..49 below it
+    assert inferior_margin_mm(labels, 1.5) == pytest.approx(19 * 1.5)
+    assert inferior_margin_mm(np.zeros_like(labels), 1.5) is None
+
+
+def test_a_field_of_view_ending_at_the_lowest_body_asks_to_check_the_names():
+    image, _ = oblique_spine()                 # about 29 mm of image below L5
+    full = label_vertebrae(image, device="cpu", model=IntensityOracle())
+    assert full.inferior_margin_mm >= SACRUM_VIEW_MM and full.sacrum_in_view()
+    assert full.sacrum_note() is None and full.notes() == [] and full.to_dict()["sacrum_note"] is None
+    image, _ = oblique_spine(levels=range(1, 6), fov_rows=220)  # ends just below L3's body: L4, L5 and sacrum out
+    cut = label_vertebrae(image, device="cpu", model=IntensityOracle())
+    assert cut.inferior_margin_mm < SACRUM_VIEW_MM and not cut.sacrum_in_view()
+    assert cut.notes()[-1] == cut.sacrum_note() == cut.to_dict()["sacrum_note"]
+    assert cut.sacrum_note().startswith(f"The field of view ends {cut.inferior_margin_mm:.0f} mm below the "
+                                        "lowest labeled body, so the sacrum")
+    assert cut.to_dict()["inferior_margin_mm"] == pytest.approx(cut.inferior_margin_mm, abs=0.05)
+    nothing = LabelingResult(None)
+    assert not nothing.sacrum_in_view() and nothing.sacrum_note() is None   # nothing labeled: no margin to judge
 
 
 def test_cancel_stops_with_cancelled():

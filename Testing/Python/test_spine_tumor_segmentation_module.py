@@ -177,6 +177,10 @@ def test_a_disagreeing_rule_and_no_tumor_show_in_the_table(mrml_scene, lib, anal
     assert lib.summary_text(empty.report) == "No tumor found."
     assert lib.summary_text(analysis.report) == "1 tumor(s): 1: intradural-extramedullary at L3, " \
         f"{analysis.report['tumors'][0]['volume_ml']:.2f} mL."
+    no_sacrum = {**analysis.report, "sacrum_in_view": False}
+    assert lib.summary_text(no_sacrum).endswith(" mL. Check the level names: the sacrum is not in view "
+                                                "(see the report's notes).")
+    assert lib.summary_text({**empty.report, "sacrum_in_view": False}).startswith("No tumor found. Check the level")
 
 
 def test_level_and_tumor_labels_at_the_centroids_beside_the_input(mrml_scene, lib, case, output_folder):

@@ -192,13 +192,14 @@ def test_non_vertebra_label_values_are_refused(mrml_scene, lib, case):
     assert _count(mrml_scene, "vtkMRMLSegmentationNode") == 0
 
 
-def _write_cli_folder(folder: Path, truth: Volume) -> None:
+def _write_cli_folder(folder: Path, truth: Volume, inferior_margin_mm: float = 60.0) -> None:
     """A folder as ``spinetumor label`` writes it: vertebrae.nii.gz and vertebrae.json."""
     from spinetumor.io import write_json, write_volume
     from spinetumor.labeling.infer import LabelingResult
 
     levels = {lv.name: lv for lv in _levels_from_truth(truth)}
-    result = LabelingResult(truth, levels, [n for n, lv in levels.items() if not lv.present])
+    result = LabelingResult(truth, levels, [n for n, lv in levels.items() if not lv.present],
+                            inferior_margin_mm=inferior_margin_mm)
     write_volume(truth, folder / "vertebrae.nii.gz")
     write_json(result.to_dict(), folder / "vertebrae.json")
 
@@ -224,6 +225,14 @@ def test_write_input_then_import_cli_output(mrml_scene, lib, case, tmp_path):
     np.testing.assert_array_equal(back.array, truth.array)
     assert nodes.table.GetTable().GetColumnByName("Present").GetValue(0) == "yes"
     assert nodes.levels.GetNumberOfControlPoints() == 7
+    assert nodes.table.GetAttribute(scene_lib.CAUTION_ATTRIBUTE) == ""     # sacrum in view: nothing to check
+
+    _write_cli_folder(tmp_path, truth, inferior_margin_mm=4.0)              # field of view ends above the sacrum
+    again = scene_lib.import_output(tmp_path, scene=mrml_scene, input_volume_node=input_node,
+                                    segmentation_node=nodes.segmentation)
+    assert again.table is nodes.table
+    assert again.table.GetAttribute(scene_lib.CAUTION_ATTRIBUTE).startswith(
+        "The field of view ends 4 mm below the lowest labeled body")
 
 
 def test_import_refuses_incomplete_or_foreign_output(mrml_scene, lib, case, tmp_path):
@@ -278,7 +287,7 @@ def test_in_process_labeling_wires_the_engine_result_into_the_scene(mrml_scene, 
         progress(0.5, "half")
         if cancel():
             raise Cancelled("cancelled by the user")
-        return LabelingResult(truth, {lv.name: lv for lv in _levels_from_truth(truth)}, [])
+        return LabelingResult(truth, {lv.name: lv for lv in _levels_from_truth(truth)}, [], inferior_margin_mm=12.0)
 
     messages = []
     nodes = scene_lib.label_volume_node(input_node, device="cpu", progress=lambda f, m: messages.append((f, m)),
@@ -286,6 +295,7 @@ def test_in_process_labeling_wires_the_engine_result_into_the_scene(mrml_scene, 
     assert seen["device"] == "cpu" and seen["volume"].same_geometry(image)
     np.testing.assert_array_equal(seen["volume"].array, image.array)
     assert messages == [(0.5, "half")]
+    assert nodes.table.GetAttribute(scene_lib.CAUTION_ATTRIBUTE).startswith("The field of view ends 12 mm below")
     np.testing.assert_array_equal(mrml.segmentation_to_labels(nodes.segmentation, input_node).array, truth.array)
     with pytest.raises(Cancelled):
         scene_lib.label_volume_node(input_node, segmentation_node=nodes.segmentation, progress=lambda f, m: None,

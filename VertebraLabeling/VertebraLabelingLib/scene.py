@@ -6,7 +6,9 @@ A labeling result is shown as three nodes that travel together:
   (T11..L5, values 1..7 of :data:`spinetumor.labels.VERTEBRAE`), closed surfaces built,
   placed beside the input volume in the subject hierarchy (DICOM SEG export needs it);
 * a point list with the level names at the vertebral body centroids;
-* a table with one row per level: level, present, volume, centroid R/A/S, confidence.
+* a table with one row per level: level, present, volume, centroid R/A/S, confidence; its
+  :data:`CAUTION_ATTRIBUTE` holds the engine's caution when the field of view ends above the
+  sacrum, so the level names may be one off (``LabelingResult.sacrum_note``), else "".
 
 The point list and the table hang off the segmentation as node references
 (:data:`LEVELS_ROLE`, :data:`TABLE_ROLE`), so a second run on the same output
@@ -31,6 +33,8 @@ SEGMENTATION_NAME = "Vertebrae"
 #: Node reference roles from the output segmentation to its companion nodes.
 LEVELS_ROLE = "VertebraLabeling.levels"
 TABLE_ROLE = "VertebraLabeling.table"
+#: Table node attribute holding the caution about the level names ("" when there is none).
+CAUTION_ATTRIBUTE = "VertebraLabeling.caution"
 #: Files of the background job's work folder (the ``label`` command writes the outputs).
 INPUT_FILE = "input.nrrd"
 LABELS_FILE = "vertebrae.nii.gz"
@@ -49,13 +53,15 @@ class LabelingNodes:
 # --- nodes ----------------------------------------------------------------------------------
 
 def show_labeling(labels, levels, scene=None, segmentation_node=None, input_volume_node=None,
-                  name: str | None = None) -> LabelingNodes:
+                  name: str | None = None, caution: str | None = None) -> LabelingNodes:
     """Show a labeling result: segmentation, level names at the centroids, results table.
 
     ``labels`` is the label Volume (or label map node) in the input geometry, values
     1..7 = T11..L5; ``levels`` the per-level results (see :func:`spinetumor.mrml.level_list`).
     ``segmentation_node`` is reused when given, with its companion point list and
-    table, so re-runs replace their content instead of adding nodes. Returns the nodes.
+    table, so re-runs replace their content instead of adding nodes. ``caution``: the
+    engine's note on the level names, kept on the table (:data:`CAUTION_ATTRIBUTE`).
+    Returns the nodes.
     """
     from spinetumor import mrml
     from spinetumor.labels import VERTEBRAE
@@ -79,6 +85,7 @@ def show_labeling(labels, levels, scene=None, segmentation_node=None, input_volu
     base = segmentation_node.GetName()
     points = mrml.companion_points(segmentation_node, LEVELS_ROLE, points_found, f"{base} levels", input_volume_node)
     table = mrml.companion_table(segmentation_node, TABLE_ROLE, records, f"{base} levels table", input_volume_node)
+    table.SetAttribute(CAUTION_ATTRIBUTE, caution or "")
     return LabelingNodes(segmentation_node, points, table)
 
 
@@ -97,7 +104,7 @@ def label_arguments(input_path, out_dir, device: str = "auto") -> list[str]:
 
 
 def read_output(folder):
-    """``(label Volume, per-level list)`` from a ``spinetumor label`` output folder."""
+    """``(label Volume, per-level list, caution or None)`` from a ``spinetumor label`` output folder."""
     from spinetumor import mrml
     from spinetumor.io import InputError, read_volume
 
@@ -109,18 +116,18 @@ def read_output(folder):
     result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
     if "levels" not in result:
         raise InputError(f"{folder / RESULT_FILE}: has no 'levels' list")
-    return labels, mrml.level_list(result["levels"])
+    return labels, mrml.level_list(result["levels"]), result.get("sacrum_note")
 
 
 def import_output(folder, scene=None, segmentation_node=None, input_volume_node=None) -> LabelingNodes:
     """Import a ``spinetumor label`` output folder into the scene (see :func:`show_labeling`)."""
     from spinetumor import mrml
 
-    labels, levels = read_output(folder)
+    labels, levels, caution = read_output(folder)
     if input_volume_node is not None:
         mrml.check_same_grid(labels, input_volume_node, "the labeling output")
     return show_labeling(labels, levels, scene=scene, segmentation_node=segmentation_node,
-                         input_volume_node=input_volume_node)
+                         input_volume_node=input_volume_node, caution=caution)
 
 
 def import_job_result(state, folder, scene=None, segmentation_node=None, input_volume_node=None,
@@ -160,4 +167,4 @@ def label_volume_node(input_volume_node, segmentation_node=None, device: str = "
                             cancel=cancel)
     return show_labeling(result.labels, result.levels, segmentation_node=segmentation_node,
                          input_volume_node=input_volume_node,
-                         scene=input_volume_node.GetScene())
+                         scene=input_volume_node.GetScene(), caution=result.sacrum_note())

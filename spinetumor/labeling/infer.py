@@ -36,19 +36,65 @@ class LevelResult:
                 "confidence": None if self.confidence is None else round(float(self.confidence), 4)}
 
 
+#: Image (mm) below the lowest labeled body from which the sacrum counts as in view: the
+#: L5-S1 disc (8-12 mm) and the top of S1. The names lean on the sacrum (L5 sits on it); a
+#: field of view ending above it leaves the network the bodies' appearance alone, and names
+#: then come out one level off in some scans (docs/benchmarks.md, "Vertebra labeling").
+#: Full lumbar fields of view hold 86-125 mm below L5 (the 12 Chu scans).
+SACRUM_VIEW_MM = 20.0
+
+
 @dataclass
 class LabelingResult:
-    """The label Volume (input geometry, values 1..7) and what was found per level."""
+    """The label Volume (input geometry, values 1..7) and what was found per level.
+
+    ``inferior_margin_mm``: length of image below the lowest labeled voxel along the
+    superior-inferior axis (None when nothing was labeled); under :data:`SACRUM_VIEW_MM`
+    the sacrum is taken as out of view and :meth:`notes` asks the reader to check the names.
+    """
 
     labels: object                      # spinetumor.volume.Volume, uint8
     levels: dict = field(default_factory=dict)   # name -> LevelResult, T11..L5
     missing: list = field(default_factory=list)  # level names not found
     postprocess: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    inferior_margin_mm: float | None = None
+
+    def sacrum_in_view(self) -> bool:
+        """Whether enough image lies below the lowest labeled body to hold the sacrum."""
+        return self.inferior_margin_mm is not None and self.inferior_margin_mm >= SACRUM_VIEW_MM
+
+    def sacrum_note(self) -> str | None:
+        """The caution for a field of view ending above the sacrum, or None."""
+        if self.inferior_margin_mm is None or self.sacrum_in_view():
+            return None
+        return (f"The field of view ends {self.inferior_margin_mm:.0f} mm below the lowest labeled body, so the "
+                "sacrum, which anchors the level names, is not in view: the names may be one level off; "
+                "confirm them by counting from another landmark (e.g. the last rib).")
+
+    def notes(self) -> list[str]:
+        """Cautions for the reader, one sentence each: levels not found, names to verify."""
+        notes = []
+        if self.missing:
+            notes.append("The vertebra labeling did not find " + ", ".join(self.missing)
+                         + " (outside the field of view, or missed by the network).")
+        sacrum = self.sacrum_note()
+        return notes + [sacrum] if sacrum else notes
 
     def to_dict(self) -> dict:
+        margin = None if self.inferior_margin_mm is None else round(float(self.inferior_margin_mm), 1)
         return {"levels": [lv.to_dict() for lv in self.levels.values()], "missing": list(self.missing),
+                "inferior_margin_mm": margin, "sacrum_note": self.sacrum_note(),
                 "postprocess": self.postprocess, "model": self.model}
+
+
+def inferior_margin_mm(labels: np.ndarray, row_spacing: float) -> float | None:
+    """Length (mm) of a canonical ``[s, r, c]`` stack below its lowest nonzero voxel (rows run
+    superior to inferior; ``row_spacing`` in mm), or None when ``labels`` is empty."""
+    rows = np.flatnonzero(labels.any(axis=(0, 2)))
+    if rows.size == 0:
+        return None
+    return float(labels.shape[1] - 1 - rows[-1]) * float(row_spacing)
 
 
 def tile_starts(n: int, size: int = TILE, overlap: int = 64) -> list[int]:
@@ -187,4 +233,4 @@ def label_vertebrae(volume, device=None, progress=None, cancel=None, *, model=No
     out = out.with_array(out.array.astype(np.uint8))
     info = {k: manifest[k] for k in ("name", "sha256", "date") if k in manifest}
     report(1.0, "done")
-    return LabelingResult(out, levels, missing, pp, info)
+    return LabelingResult(out, levels, missing, pp, info, inferior_margin_mm(labels, canon.spacing[1]))

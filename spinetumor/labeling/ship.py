@@ -41,6 +41,7 @@ def evaluate_cases(model_pair, cases, device="cpu", postprocess: bool = True) ->
             "all_levels_right": bool(ev["all_levels_right"]),
             "mean_dice": float(ev["summary"]["dice"]),
             "missing": list(result.missing),
+            "sacrum_in_view": result.sacrum_in_view(),
             "seconds": round(seconds, 2),
         }
     return {"per_case": per_case,
