@@ -151,7 +151,7 @@ def report(result: dict, models: dict, manifests: dict, n_phantoms: int, elapsed
              f"({', '.join(f'{short[c]} {int((targets == i).sum())}' for i, c in enumerate(CLASSES))}). "
              "Per tumor, the CNN combines its slices (area-weighted mean of log-probabilities, calibrated "
              "temperature); the rule is `spinetumor.localization.compartment_rule` (containment score >= 0.5 "
-             "in the cord -> IM, else in the sac -> IDEM, else ED). Conditions: *truth masks* (phantom "
+             "in the cord -> IM, else half of the tumor's in-plane ring in the sac -> IDEM, else ED). Conditions: *truth masks* (phantom "
              "tumor, sac and cord); *perturbed tumor mask* (dilated, eroded or shifted by one voxel in-plane); "
              "*segmented sac/cord* (sac and cord from `segment_canal_and_cord` on the image, truth tumor "
              "mask); *no sac/cord* (tumor mask only).", "",

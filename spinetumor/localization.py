@@ -29,9 +29,13 @@ disc space "k-(k+1)" (e.g. "L2-L3"); a tumor touches it when any voxel lies ther
 
 **Compartment** (:func:`compartment_rule`): with ``T`` the tumor, ``R`` its in-plane
 one-pixel ring (4-neighbours in the sagittal slices, the slices being the thick axis),
-and a structure mask ``M``, the containment score is ``max(|T & M| / |T|, |R & M| / |R|)``
+and a structure mask ``M``, the cord's containment score is ``max(|T & M| / |T|, |R & M| / |R|)``
 -- high when the mask includes the tumor *or* encloses it, so it does not matter
-whether a segmenter kept the tumor inside the cord/sac mask or cut it out. Cord score
+whether a segmenter kept the tumor inside the cord mask or cut it out. The sac's score
+is the ring's share ``|R & M| / |R|`` only: a sac segmented from the image grows into a
+bright extradural tumor that abuts it (the tumor then lies "in" the sac), while the ring
+of such a tumor stays mostly outside the sac, which touches one side of it; the ring of an
+intradural tumor is CSF, cord or roots, inside the sac either way. Cord score
 >= :data:`CONTAINMENT_THRESHOLD` (0.5) -> intramedullary; else sac score >= 0.5 ->
 intradural-extramedullary; else extradural. Without a sac mask the rule abstains (None).
 
@@ -233,8 +237,8 @@ def compartment_rule(tumor: np.ndarray, canal: np.ndarray | None, cord: np.ndarr
     scores = {}
     if cord is not None:
         scores["cord"] = round(containment(tumor, cord, ring), 4)
-    if canal is not None:
-        scores["sac"] = round(containment(tumor, canal, ring), 4)
+    if canal is not None:       # the ring only: a segmented sac may have grown into the tumor
+        scores["sac"] = round(float((ring & canal).sum()) / max(int(ring.sum()), 1), 4)
     if scores.get("cord", 0.0) >= threshold:
         return "intramedullary", scores
     if canal is None:

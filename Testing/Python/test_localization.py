@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spinetumor import labels, localization, phantom
-from spinetumor.localization import ALL_LEVELS, level_planes, localize_tumors
+from spinetumor.localization import ALL_LEVELS, compartment_rule, level_planes, localize_tumors
 from spinetumor.volume import CANONICAL_DIRECTION, Volume
 
 
@@ -87,6 +87,22 @@ def test_compartment_rule_gives_the_true_type(cases, cut_tumor):
             assert found[t["id"]].compartment == t["type"], found[t["id"]].compartment_scores
             kinds.add(t["type"])
     assert kinds == set(labels.TUMOR_TYPE_NAMES)
+
+
+def test_an_extradural_tumor_stays_extradural_when_the_sac_mask_grew_into_it():
+    """A bright extradural tumor abutting the sac gets swallowed by a segmented sac: the
+    tumor lies inside the sac mask, but its ring touches the sac on one side only."""
+    sac = np.zeros((3, 40, 40), bool)
+    sac[:, 5:35, 10:20] = True                          # the sac, a tube along the rows
+    tumor = np.zeros_like(sac)
+    tumor[1, 15:25, 20:26] = True                       # behind the sac, touching it
+    grown = sac | tumor                                 # the segmenter took the tumor in
+    kind, scores = compartment_rule(tumor, grown, np.zeros_like(sac))
+    assert kind == "extradural" and scores["sac"] == pytest.approx(10 / 32)    # 10 of 32 ring pixels in the sac
+    inside = np.zeros_like(sac)
+    inside[1, 15:25, 12:17] = True                      # a tumor within the sac (intradural)
+    assert compartment_rule(inside, sac, np.zeros_like(sac))[0] == "intradural-extramedullary"
+    assert compartment_rule(inside, sac & ~inside, np.zeros_like(sac))[0] == "intradural-extramedullary"
 
 
 def test_rule_abstains_without_a_sac_mask(cases):
