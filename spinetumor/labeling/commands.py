@@ -29,7 +29,9 @@ def add_commands(sub) -> None:
     """Add ``label``, ``evaluate labels`` and ``train labeling`` to the top-level subparsers."""
     p = sub.add_parser("label", help="label the vertebral bodies T11..L5 of a T2 spine MRI",
                        description="Write DIR/vertebrae.nii.gz (input geometry), DIR/vertebrae.seg.nrrd "
-                                   "and DIR/vertebrae.json (per level: present, volume, centroid, confidence).")
+                                   "and DIR/vertebrae.json (per level: present, volume, centroid, confidence; "
+                                   "the image below the lowest body and, when the sacrum is out of view, a "
+                                   "note that the names may be one level off).")
     p.add_argument("input", help="image file (NIfTI, NRRD, MHA) or DICOM folder")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
