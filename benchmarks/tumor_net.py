@@ -33,19 +33,6 @@ from benchmarks.segmentation import slice_role_counts, slice_role_dice  # noqa: 
 TITLE = "Tumor network: validation phantoms"
 
 
-def validation_cases(n: int) -> list[tuple[int, str, dict]]:
-    """(seed, kind, network-grid case) of the first ``n`` validation phantoms, as training validates on them."""
-    from spinetumor.segmentation.net_train import net_case
-    from spinetumor.segmentation.train import VAL_SEED_BASE, phantom_plan, prepare_case
-
-    cases = []
-    for seed, kind, with_vertebrae in phantom_plan(VAL_SEED_BASE, n, 0):
-        prep = prepare_case(seed, kind, with_vertebrae)
-        if prep is not None:
-            cases.append((seed, kind, net_case(prep.image, prep.spacing, prep.canal, prep.cord, prep.truth)))
-    return cases
-
-
 def score_network(net, cases: list) -> dict:
     """Per-case Dice (tumor phantoms) or marked voxels (tumor-free), and summed slice-role counts."""
     from spinetumor.segmentation.net_train import case_probability
@@ -75,6 +62,7 @@ def table_row(label: str, sha: str, result: dict, kinds: list) -> str:
 
 
 def main(argv=None) -> int:
+    from spinetumor.segmentation.net_train import validation_cases
     from spinetumor.segmentation.train import KINDS
     from spinetumor.segmentation.tumor_net import DEFAULT_NET, load_tumor_net
 
@@ -86,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
     start = time.time()
-    cases = validation_cases(args.val_cases)
+    cases = validation_cases(args.val_cases)          # as `train tumor-net --val-cases` validates
     kinds = [k for k in KINDS if k != "none"]
     rows, results = [], {}
     for item in args.nets:

@@ -123,6 +123,22 @@ def _from_prepared(prep) -> dict | None:
     return None if prep is None else net_case(prep.image, prep.spacing, prep.canal, prep.cord, prep.truth)
 
 
+def validation_cases(n: int, seed: int = 0, cache: Path | None = None) -> list[tuple[int, str, dict]]:
+    """``(phantom seed, tumor kind, case)`` of the first ``n`` validation phantoms (the forest's
+    validation seeds, ``VAL_SEED_BASE``), cached in ``cache`` when given; failed cases are left out."""
+    from .train import VAL_SEED_BASE, phantom_plan, prepare_case
+
+    cases = []
+    for phantom_seed, kind, with_v in phantom_plan(VAL_SEED_BASE, n, seed):
+        def make(phantom_seed=phantom_seed, kind=kind, with_v=with_v):
+            return _from_prepared(prepare_case(phantom_seed, kind, with_v))
+
+        case = make() if cache is None else _cached(cache, f"val_{phantom_seed}", make)
+        if case is not None:
+            cases.append((phantom_seed, kind, case))
+    return cases
+
+
 def _from_volumes(image, tumor, canal, cord, name: str) -> dict | None:
     """A case from volumes on one grid (None, logged, when the canal is empty)."""
     from .train import prepared_from_volumes
@@ -134,9 +150,9 @@ def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, di
     """(training cases, validation cases) by name, built on first use and cached."""
     from ..augmentation.dataset import read_training_case, training_rows
     from .canal import segment_canal_and_cord
-    from .train import VAL_SEED_BASE, phantom_plan, prepare_case, read_tumor_free_scan
+    from .train import phantom_plan, prepare_case, read_tumor_free_scan
 
-    train, val = {}, {}
+    train = {}
     for n, (seed, kind, with_v) in enumerate(phantom_plan(NET_SEED_BASE, config.phantoms, config.seed)):
         case = _cached(cache, f"phantom_{seed}", lambda: _from_prepared(prepare_case(seed, kind, with_v)))
         if case is not None:
@@ -164,10 +180,7 @@ def load_cases(config: NetTrainConfig, cache: Path, log=print) -> tuple[dict, di
         case = _cached(cache, f"free_{name}", make)
         if case is not None:
             train[f"free_{name}"] = case
-    for seed, kind, with_v in phantom_plan(VAL_SEED_BASE, config.val_cases, config.seed):
-        case = _cached(cache, f"val_{seed}", lambda: _from_prepared(prepare_case(seed, kind, with_v)))
-        if case is not None:
-            val[f"val_{seed}_{kind}"] = case
+    val = {f"val_{seed}_{kind}": case for seed, kind, case in validation_cases(config.val_cases, config.seed, cache)}
     log(f"{len(train)} training cases ({sum(c['tumor'].any() for c in train.values())} with a tumor), "
         f"{len(val)} validation cases")
     return train, val
