@@ -222,12 +222,15 @@ def _ring_in_plane(mask: np.ndarray) -> np.ndarray:
     return ring & ~mask
 
 
+def share_in(mask: np.ndarray, structure: np.ndarray) -> float:
+    """``|mask & structure| / |mask|`` (0 for an empty mask)."""
+    return float((mask & structure).sum()) / max(int(mask.sum()), 1)
+
+
 def containment(tumor: np.ndarray, structure: np.ndarray, ring: np.ndarray | None = None) -> float:
     """``max(|T & M| / |T|, |R & M| / |R|)``: how much ``structure`` holds or encloses ``tumor`` (canonical arrays)."""
     ring = _ring_in_plane(tumor) if ring is None else ring
-    inside = float((tumor & structure).sum()) / max(int(tumor.sum()), 1)
-    around = float((ring & structure).sum()) / max(int(ring.sum()), 1)
-    return max(inside, around)
+    return max(share_in(tumor, structure), share_in(ring, structure))
 
 
 def compartment_rule(tumor: np.ndarray, canal: np.ndarray | None, cord: np.ndarray | None,
@@ -238,7 +241,7 @@ def compartment_rule(tumor: np.ndarray, canal: np.ndarray | None, cord: np.ndarr
     if cord is not None:
         scores["cord"] = round(containment(tumor, cord, ring), 4)
     if canal is not None:       # the ring only: a segmented sac may have grown into the tumor
-        scores["sac"] = round(float((ring & canal).sum()) / max(int(ring.sum()), 1), 4)
+        scores["sac"] = round(share_in(ring, canal), 4)
     if scores.get("cord", 0.0) >= threshold:
         return "intramedullary", scores
     if canal is None:

@@ -76,8 +76,9 @@ def cmd_label(args) -> int:
     write_json({"input": str(args.input), **result.to_dict()}, out / "vertebrae.json")
     found = [name for name, lv in result.levels.items() if lv.present]
     print(f"levels found: {', '.join(found) or 'none'}" + (f"; missing: {', '.join(result.missing)}" if result.missing else ""))
-    if result.sacrum_note():
-        print("note: " + result.sacrum_note())
+    sacrum_note = result.sacrum_note()
+    if sacrum_note:
+        print("note: " + sacrum_note)
     for name in ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.json"):
         print(out / name)
     return 0
