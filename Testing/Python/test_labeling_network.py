@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 
 from spinetumor.labeling.dataset import SliceGrid, save_cache  # noqa: E402
 from spinetumor.labeling.network import NetConfig, build_unet, count_parameters, segmentation_loss  # noqa: E402
-from spinetumor.labeling.train import TrainConfig, augment_batch, crop_field_of_view, load_checkpoint, train  # noqa: E402
+from spinetumor.labeling.train import (  # noqa: E402
+    TrainConfig, augment_batch, crop_field_of_view, gaussian_blur, load_checkpoint, train, vary_appearance)
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +181,30 @@ def test_augmentation_with_coarse_resolution_keeps_shapes_and_labels():
     out_img, out_lab = augment_batch(images.clone(), labels.clone(), rng, fov_crop=0.0, low_resolution=1.0)
     assert out_img.shape == images.shape and out_lab.shape == labels.shape
     assert set(out_lab.unique().tolist()) <= set(range(8))
+
+
+def test_gaussian_blur_keeps_mass_and_spreads_a_point_by_sigma():
+    point = torch.zeros(41, 41)
+    point[20, 20] = 1.0
+    blurred = gaussian_blur(point, 2.0)
+    assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
+    offsets = torch.arange(41, dtype=torch.float32) - 20
+    variance_rows = float((blurred.sum(dim=1) * offsets ** 2).sum())
+    assert variance_rows == pytest.approx(4.0, rel=0.02)
+    assert torch.allclose(gaussian_blur(torch.full((9, 9), 0.4), 1.5), torch.full((9, 9), 0.4))
+
+
+def test_another_scanners_look_keeps_black_padding_and_t2_contrast():
+    """Padding stays black and CSF stays brighter than bone for every draw: the look changes, the anatomy's contrast does not."""
+    img = torch.zeros(80, 80)
+    img[20:60, 20:60] = 0.2                # grey background of the scan (Chu-like floor)
+    img[24:56, 24:34] = 0.3                # vertebral bodies
+    img[24:56, 42:50] = 0.9                # CSF
+    for seed in range(20):
+        out = vary_appearance(img.clone(), np.random.default_rng(seed))
+        assert out.shape == img.shape and bool(torch.isfinite(out).all()) and float(out.min()) >= 0.0
+        assert float(out[:8].max()) == 0.0 and float(out[:, :8].max()) == 0.0   # beyond the blur's reach
+        assert float(out[26:54, 44:48].mean()) > float(out[26:54, 26:32].mean()) + 0.1
+    a = vary_appearance(img.clone(), np.random.default_rng(3))
+    b = vary_appearance(img.clone(), np.random.default_rng(3))
+    assert torch.equal(a, b) and not torch.equal(a, img)

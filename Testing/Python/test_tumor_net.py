@@ -297,3 +297,28 @@ def test_only_thin_slice_cases_are_shown_as_thick_slabs():
     assert {_slab_of({k: v for k, v in thin.items() if k != "slice_mm"}, rng, 1.0) for _ in range(50)} == {1}
     state = rng.bit_generator.state
     assert _slab_of(thin, rng, 0.0) == 1 and rng.bit_generator.state == state   # off: no draw, old runs unchanged
+
+
+def test_another_scanners_look_changes_the_three_slices_alike_and_keeps_csf_at_one():
+    """Patches given another scanner's look stay in the network's input range; the CSF, the
+    network's intensity reference, stays at about 1; with the option off nothing is drawn."""
+    from spinetumor.segmentation.net_train import _another_look, _indices, draw_batch
+
+    slices = np.full((3, 64, 48), 0.3, np.float32)           # tissue
+    slices[:, :, 20:30] = 1.0                                 # CSF
+    for seed in range(10):
+        out = _another_look(slices, np.random.default_rng(seed))
+        assert out.shape == slices.shape and out.min() >= 0.0
+        assert abs(float(np.median(out[:, 8:56, 22:28])) - 1.0) < 0.15
+        assert float(out[:, 8:56, 22:28].mean()) > float(out[:, 8:56, 4:14].mean()) + 0.2
+    shape = (6, 200, 100)
+    sac = np.zeros(shape, np.uint8)
+    sac[:, 90:110, 40:60] = 1
+    image = np.where(sac > 0, 1.0, 0.3).astype(np.float16)
+    case = {"image": image, "sac": sac, "tumor": np.zeros(shape, np.uint8)}
+    tumor_index, sac_index = _indices({"c": case})
+    looked, _ = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 12, np.random.default_rng(0), appearance=1.0)
+    plain, _ = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 12, np.random.default_rng(0))
+    again, _ = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 12, np.random.default_rng(0), appearance=0.0)
+    assert np.array_equal(plain, again) and not np.array_equal(plain, looked)
+    assert np.isfinite(looked).all() and np.array_equal(looked[:, 3], looked[:, 3] > 0)

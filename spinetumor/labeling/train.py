@@ -48,6 +48,7 @@ class TrainConfig:
     init_from: str = ""                     # weights this run started from (fine-tuning), "" = random
     fov_crop: float = 0.15                  # probability of a partial field of view per slice
     low_resolution: float = 0.0             # probability of an in-plane blur (a coarser acquisition)
+    appearance: float = 0.0                 # probability of another scanner's look (vary_appearance)
     net: dict = field(default_factory=lambda: NetConfig().to_dict())
 
     def to_dict(self) -> dict:
@@ -106,13 +107,56 @@ def crop_field_of_view(image, label, rng) -> None:
     label[rows] = 0
 
 
-def augment_batch(images, labels, rng, fov_crop: float = 0.15, low_resolution: float = 0.0):
+def gaussian_blur(img, sigma: float):
+    """Images ([..., H, W] tensor) each smoothed with a Gaussian of ``sigma`` pixels (edges replicated)."""
+    import torch
+    import torch.nn.functional as F
+
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    flat = img.reshape(-1, 1, *img.shape[-2:])
+    out = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1))
+    return F.conv2d(out, k.view(1, 1, -1, 1)).reshape(img.shape)
+
+
+def vary_appearance(img, rng):
+    """The same anatomy as another scanner and protocol would show it ([..., H, W] tensor, normalized
+    so that bright fluid is about 1; neighbouring slices given as a stack get the same change).
+
+    The Chu training scans are smooth 8-bit images with a grey background and homogeneous
+    vertebral bodies; other scanners give a black background, textured bone marrow, sharper
+    or softer edges and other tissue contrasts. Each of these is drawn at random:
+    a floor subtracted (black background), a monotone piecewise-linear intensity curve
+    (other relative contrasts of bone, disc, CSF and fat), a multiplicative texture of
+    0.7-2 pixel grain (marrow), and unsharp masking or blurring.
+    """
+    import torch
+
+    floor = rng.uniform(0.0, 0.25)
+    img = ((img - floor) / (1.0 - floor)).clamp(min=0)
+    knots = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    values = torch.from_numpy(np.concatenate([[0.0], np.cumsum(rng.dirichlet(np.full(4, 4.0)))]).astype(np.float32))
+    segment = torch.clamp((img / 0.25).long(), max=3)
+    slope = (values[1:] - values[:-1]) / 0.25
+    img = values[segment] + slope[segment] * (img - knots[segment])
+    grain = gaussian_blur(torch.from_numpy(rng.normal(0, 1, img.shape).astype(np.float32)), rng.uniform(0.7, 2.0))
+    grain = grain / grain.std().clamp(min=1e-6)
+    img = img * (1 + rng.uniform(0.0, 0.2) * grain).clamp(min=0.3)
+    smooth = gaussian_blur(img, rng.uniform(0.7, 2.0))
+    return (img + rng.uniform(-0.6, 1.5) * (img - smooth)).clamp(min=0)
+
+
+def augment_batch(images, labels, rng, fov_crop: float = 0.15, low_resolution: float = 0.0, appearance: float = 0.0):
     """Geometric and intensity augmentation of a batch (torch tensors [B,1,H,W], [B,H,W]).
 
     Rotation +-10 degrees, scale 0.85..1.15, shift +-24 px; thick in-plane rows
     (downsample rows by 2-4 and back, as in an axial acquisition); partial field of view
     with probability ``fov_crop`` (top or bottom blanked: scans that end below T11 or
     above the sacrum); coarser in-plane resolution with probability ``low_resolution``;
+    another scanner's look (:func:`vary_appearance`) with probability ``appearance``;
     intensity scale, gamma, multiplicative smooth bias field, noise.
     """
     import torch
@@ -145,6 +189,8 @@ def augment_batch(images, labels, rng, fov_crop: float = 0.15, low_resolution: f
             small = (max(8, int(h / f)), max(8, int(w / f)))
             img = F.interpolate(F.interpolate(img[None, None], size=small, mode="area"),
                                 size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        if appearance > 0 and rng.random() < appearance:
+            img = vary_appearance(img, rng)
         img = img.clamp(min=0) * rng.uniform(0.8, 1.2)
         img = img.clamp(min=0) ** rng.uniform(0.7, 1.5)
         coeffs = rng.uniform(-0.3, 0.3, 5)
@@ -353,7 +399,7 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
                 imgs.append(img)
                 labs.append(lab)
             x, y = augment_batch(torch.from_numpy(np.stack(imgs)[:, None]), torch.from_numpy(np.stack(labs)), rng,
-                                 config.fov_crop, config.low_resolution)
+                                 config.fov_crop, config.low_resolution, config.appearance)
             optimizer.zero_grad(set_to_none=True)
             loss = segmentation_loss(model(x.to(device)), y.to(device), ordinal_weight=config.ordinal_weight)
             loss.backward()
@@ -400,6 +446,8 @@ def add_arguments(p) -> None:
                    help="probability of simulating a partial field of view (top or bottom cut)")
     p.add_argument("--low-resolution", type=float, default=TrainConfig.low_resolution,
                    help="probability of simulating a coarser in-plane resolution")
+    p.add_argument("--appearance", type=float, default=TrainConfig.appearance,
+                   help="probability of giving a slice another scanner's look (background, contrast, texture, sharpness)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this epoch (1-based) without changing the schedule; resume later")
 
@@ -410,7 +458,7 @@ def run_from_args(args) -> dict:
     config = TrainConfig(epochs=args.epochs or 0, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
                          lr=args.lr,
                          seed=args.seed, phantoms=args.phantoms, net=net, init_from=str(args.init or ""),
-                         fov_crop=args.fov_crop, low_resolution=args.low_resolution,
+                         fov_crop=args.fov_crop, low_resolution=args.low_resolution, appearance=args.appearance,
                          ordinal_weight=args.ordinal_weight if args.ordinal_weight is not None else
                          (None if args.resume else 0.0))
     if not args.resume and not config.epochs:

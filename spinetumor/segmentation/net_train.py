@@ -77,6 +77,7 @@ class NetTrainConfig:
     init_from: str = ""          # weights the run started from ("" = random)
     hard_negatives: float = 0.0  # fraction of patches centred on the starting network's false positives
     thick_fraction: float = 0.0  # fraction of thin-slice cases' patches seen as thick slabs (_slab_of)
+    appearance: float = 0.0      # fraction of patches given another scanner's look (labeling.train.vary_appearance)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,14 +237,19 @@ def _slab_of(case: dict, rng, thick_fraction: float) -> int:
 
 
 def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng,
-               hard_index: dict | None = None, hard_fraction: float = 0.0, thick_fraction: float = 0.0) -> tuple:
+               hard_index: dict | None = None, hard_fraction: float = 0.0, thick_fraction: float = 0.0,
+               appearance: float = 0.0) -> tuple:
     """``n`` augmented patches: (x float32 [n, 4, h, w], y int64 [n, h, w]).
 
     A patch is centred near a tumor pixel (:data:`POSITIVE_FRACTION` of the draws from cases
     with a tumor), else near a hard negative (``hard_fraction`` of the draws from cases that
     have some, see :func:`hard_negative_index`), else near a random sac pixel. A thin-slice
-    case's patch is shown as a thick slab in ``thick_fraction`` of its draws (:func:`_slab_of`).
+    case's patch is shown as a thick slab in ``thick_fraction`` of its draws (:func:`_slab_of`),
+    and ``appearance`` of the patches get another scanner's look
+    (:func:`spinetumor.labeling.train.vary_appearance`; the CSF stays at about 1).
     """
+    from .tumor_net import CLIP
+
     hard_index = hard_index or {}
     hard_names = [k for k in names if hard_index.get(k) is not None and len(hard_index[k])]
     xs, ys = [], []
@@ -262,6 +268,8 @@ def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: 
         if pool is sac_index.get(name):
             s = int(np.clip(s + rng.integers(-3, 4), 0, case["image"].shape[0] - 1))
         x, y = _patch(case, int(s), r, c, _slab_of(case, rng, thick_fraction))
+        if appearance > 0 and rng.random() < appearance:
+            x[:3] = np.clip(_another_look(x[:3], rng), 0.0, CLIP)
         x[:3] = np.clip(x[:3] * rng.uniform(0.85, 1.15), 0, None) ** rng.uniform(0.8, 1.25)
         x[:3] += rng.normal(0, rng.uniform(0, 0.04), x[:3].shape).astype(np.float32)
         if rng.random() < 0.5:
@@ -269,6 +277,15 @@ def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: 
         xs.append(x)
         ys.append(y)
     return np.stack(xs).astype(np.float32), np.stack(ys)
+
+
+def _another_look(slices: np.ndarray, rng) -> np.ndarray:
+    """Neighbouring slices [3, h, w] as another scanner would show them (one change for all three)."""
+    import torch
+
+    from ..labeling.train import vary_appearance
+
+    return vary_appearance(torch.from_numpy(np.ascontiguousarray(slices)), rng).numpy()
 
 
 def _indices(cases: dict) -> tuple[dict, dict]:
@@ -395,7 +412,7 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
         losses = []
         for _ in range(config.steps):
             x, y = draw_batch(cases, names, tumor_index, sac_index, config.batch, rng, hard_index,
-                              config.hard_negatives, config.thick_fraction)
+                              config.hard_negatives, config.thick_fraction, config.appearance)
             optimizer.zero_grad(set_to_none=True)
             loss = segmentation_loss(net(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
             loss.backward()
@@ -473,6 +490,9 @@ def add_arguments(p) -> None:
     p.add_argument("--thick-fraction", type=float, default=d.thick_fraction, metavar="F",
                    help="fraction of the patches of thin-slice cases (slices under 2 mm, e.g. the 1 mm Chu scans) "
                         "shown as 3-5 mm thick slabs, as clinical sagittal scans are acquired (default 0)")
+    p.add_argument("--appearance", type=float, default=d.appearance, metavar="F",
+                   help="fraction of patches given another scanner's look: black background, other tissue "
+                        "contrast, textured marrow, sharper or softer edges (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (only --epochs may change)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
 
@@ -492,11 +512,14 @@ def run_from_args(args) -> dict:
         raise UsageError(f"--hard-negatives must be in [0, 1), got {args.hard_negatives}")
     if not 0.0 <= args.thick_fraction <= 1.0:
         raise UsageError(f"--thick-fraction must be in [0, 1], got {args.thick_fraction}")
+    if not 0.0 <= args.appearance <= 1.0:
+        raise UsageError(f"--appearance must be in [0, 1], got {args.appearance}")
     if args.init and not Path(args.init).is_file():
         raise UsageError(f"{args.init}: no such weights file")
     config = NetTrainConfig(args.phantoms, args.val_cases, [str(x) for x in args.extra],
                             [str(x) for x in args.negatives], args.epochs, args.steps, args.batch, args.lr, args.seed,
-                            str(args.init or ""), float(args.hard_negatives), float(args.thick_fraction))
+                            str(args.init or ""), float(args.hard_negatives), float(args.thick_fraction),
+                            float(args.appearance))
     result = train(args.out, config, resume=args.resume, device=args.device)
     command = (f"spinetumor train tumor-net --out {args.out} --phantoms {args.phantoms} --val-cases {args.val_cases} "
                f"--epochs {args.epochs} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
@@ -504,6 +527,7 @@ def run_from_args(args) -> dict:
                + (f" --init {args.init}" if args.init else "")
                + (f" --hard-negatives {args.hard_negatives}" if args.hard_negatives else "")
                + (f" --thick-fraction {args.thick_fraction}" if args.thick_fraction else "")
+               + (f" --appearance {args.appearance}" if args.appearance else "")
                + (" --negatives " + " ".join(args.negatives) if args.negatives else "")
                + (" --resume" if args.resume else ""))
     manifest = ship(args.out, Path(args.out) / "tumor_net.safetensors", command)
