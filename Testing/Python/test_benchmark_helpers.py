@@ -63,6 +63,25 @@ def test_tumor_net_row_gives_dice_per_type_per_slice_role_and_the_empty_tumor_fr
     assert row == "| net | 0123456789ab | 0.600 | 0.800 | 0.200 | 0.900 | 0.500 | 1/2 |"
 
 
+def test_other_scanner_report_scores_each_type_the_tumor_free_scan_and_the_cnn():
+    from benchmarks.other_scanner import report
+
+    tumors = [{"kind": "extradural", "name": "a", "tp": 50, "pred": 100, "truth": 100},
+              {"kind": "extradural", "name": "b", "tp": 0, "pred": 0, "truth": 80},
+              {"kind": "intradural-extramedullary", "name": "c", "tp": 60, "pred": 60, "truth": 60}]
+    result = {"levels_for_placement": ["T12", "L1"], "dataset": {"samples": 3, "dropped_clipped": 1},
+              "forest": {"tumors": tumors, "free": [{"tp": 0, "pred": 7, "truth": 0}], "sha256": "f" * 64,
+                         "outline": "outline"},
+              "cnn": {"truth": ["extradural", "extradural", "intradural-extramedullary"],
+                      "pred": ["extradural", "intradural-extramedullary", "intradural-extramedullary"],
+                      "sha256": "c" * 64}}
+    text = report(result, 60.0)
+    assert "| extradural (2) | 0.250 | 0.167 | 0.250 | 0.250 | 1/2 |  |  |" in text
+    assert "| all (3) | 0.500 | 0.444 | 0.500 | 0.500 | 2/3 | 0/1 | 7 |" in text
+    assert "accuracy 0.667 (3 tumors)" in text and "0 0 0 / 0 1 0 / 0 1 1" in text
+    assert "(T12, L1)" in text and "1 cut by the field of view" in text
+
+
 def test_paired_difference_is_per_tumor_and_leaves_tumor_free_cases_out():
     kinds = ["intramedullary", "none", "extradural", "extradural"]
     results = {"a": [{"dice": 0.8}, {"dice": 1.0}, {"dice": 0.6}, {"dice": 0.7}],
