@@ -1,6 +1,7 @@
 """Another scanner: phantom tumors inserted into the bundled SCT thoracolumbar scan.
 
     python benchmarks/other_scanner.py [--out runs/other_scanner] [--no-write]
+        [--other-network WEIGHTS ...] [--other-labeling WEIGHTS_OR_RUN ...]
 
 Every model of the project was trained and chosen on the Chu scans (one 1.5 T scanner,
 smoothed 8-bit images) and on phantoms. The Spinal Cord Toolbox sample in
@@ -16,7 +17,13 @@ the tumor segmentation and the type CNN carry over to another site's anatomy and
 3. Scores: the shipped forest at its own threshold and minimum volume, and its tumor network
    alone (probability >= 0.5), per type (Dice, IoU, precision, recall, tumors touched), and on
    the scan itself without a tumor (nothing should be found); the shipped CNN's type from the
-   exact inserted mask with the sac and cord from canal.py.
+   exact inserted mask with the sac and cord from canal.py. ``--other-network``: more tumor
+   networks scored alone on the same samples.
+4. Vertebra labeling on another scanner's scans (the shipped model and each ``--other-labeling``):
+   the volume of each level found on the SCT scan (no reference labels; adult lumbar bodies
+   hold 15-45 ml) and, on the TPTBox sample of ``Testing/Data`` (Apache-2.0; three cervical
+   vertebrae, so the level names cannot be right), the Dice of all labeled voxels against its
+   vertebral-body voxels (subregion 49): whether bodies are found at all on another site's image.
 
 The result goes into the "Another scanner: inserted tumors" section of docs/benchmarks.md.
 """
@@ -39,6 +46,8 @@ from benchmarks.real_anatomy import (TEST_SOURCE_SEED, TEST_SOURCES_PER_TYPE, cl
                                      forest_rows, score_forest, score_network, sources)
 
 SAMPLE = REPO / "Resources" / "SampleData" / "sct_t2_lumbar" / "t2_lumbar.nii.gz"
+TPTBOX = REPO / "Testing" / "Data" / "tptbox_sample_mri"
+TPTBOX_BODY = 49            # vertebral body in the TPTBox subregion labels
 POSITIONS = 2
 SEED = 3
 TITLE = "Another scanner: inserted tumors"
@@ -71,12 +80,37 @@ def tumor_free_case(target: Path):
     return prepared_from_volumes(image, empty, found.canal, found.cord, vertebrae, "none", name="sct")
 
 
-def run(out: Path, log=print) -> dict:
+def labeling_model(spec: str):
+    """A labeling model given as weights (.safetensors, sha256-checked) or as a training run folder (best.pt)."""
+    from benchmarks.labeling import load_run_model
+    from spinetumor.labeling.model import load_model
+
+    if spec.endswith(".safetensors"):
+        return load_model(spec)
+    model, info = load_run_model(spec)
+    return model, {"name": f"{spec} (best.pt: epoch {info['best_epoch']} of {info['epochs']})"}
+
+
+def labeling_row(pair) -> dict:
+    """Per-level volumes found on the SCT scan and the class-agnostic body Dice on the TPTBox sample."""
+    from spinetumor.io import read_volume
+    from spinetumor.labeling.infer import label_vertebrae
+
+    sct = label_vertebrae(read_volume(SAMPLE), device="cpu", model=pair)
+    tpt = label_vertebrae(read_volume(TPTBOX / "sub-mri_label-6_T2w.nii.gz"), device="cpu", model=pair)
+    body = read_volume(TPTBOX / "sub-mri_seg-subreg_label-6_msk.nii.gz").array == TPTBOX_BODY
+    found = tpt.labels.array > 0
+    return {"sct_ml": {lv.name: round(lv.volume_ml, 1) for lv in sct.levels.values() if lv.present},
+            "tptbox_body_dice": float(2 * (found & body).sum() / max(found.sum() + body.sum(), 1))}
+
+
+def run(out: Path, log=print, other_networks=(), other_labeling=()) -> dict:
     """Build (or resume) the dataset and score the shipped models on it."""
     from spinetumor.augmentation.dataset import augment_dataset, find_targets, read_training_cases
     from spinetumor.classification.model import load_model as load_cnn
     from spinetumor.segmentation.train import augmented_cases
     from spinetumor.segmentation.tumor import load_tumor_model
+    from spinetumor.segmentation.tumor_net import load_tumor_net
 
     target, levels = labeled_target(out / "target")
     patches = sources(TEST_SOURCE_SEED, TEST_SOURCES_PER_TYPE, log)
@@ -96,6 +130,15 @@ def run(out: Path, log=print) -> dict:
     if forest.uses_net:
         result["network"] = {"tumors": score_network(forest.net, cases), "free": score_network(forest.net, free),
                              "sha256": forest.net.sha256}
+    result["other_networks"] = {}
+    for weights in other_networks:
+        net = load_tumor_net(weights)
+        result["other_networks"][weights] = {"tumors": score_network(net, cases), "free": score_network(net, free),
+                                             "sha256": net.sha256}
+    result["labeling"] = {"shipped": labeling_row(None)}
+    for spec in other_labeling:
+        pair = labeling_model(spec)
+        result["labeling"][spec if spec.endswith(".safetensors") else pair[1]["name"]] = labeling_row(pair)
     return result
 
 
@@ -108,6 +151,11 @@ def report(result: dict, elapsed: float) -> str:
     if "network" in result:
         rows += forest_rows(f"its tumor network alone ({result['network']['sha256'][:12]}, probability >= 0.5)",
                             "SCT", result["network"])
+    for weights, scored in result.get("other_networks", {}).items():
+        rows += forest_rows(f"network {scored['sha256'][:12]} alone ({weights}, probability >= 0.5)", "SCT", scored)
+    labeling = "\n".join(
+        f"| {name} | {', '.join(f'{k} {v:.1f}' for k, v in row['sct_ml'].items()) or 'none'} | {row['tptbox_body_dice']:.3f} |"
+        for name, row in result.get("labeling", {}).items())
     truth, pred = result["cnn"]["truth"], result["cnn"]["pred"]
     accuracy = float(np.mean(np.array(truth) == np.array(pred))) if truth else float("nan")
     ds = result["dataset"]
@@ -130,6 +178,16 @@ Forest at its own threshold and minimum volume; {result['forest']['outline']}.
 **CNN tumor type** (exact inserted mask, sac and cord from canal.py; shipped CNN {result['cnn']['sha256'][:12]}):
 accuracy {accuracy:.3f} ({len(truth)} tumors); confusion (rows true IM, IDEM, ED): {confusion(truth, pred)}.
 
+**Vertebra labeling on other scanners' scans.** SCT: the level volumes (ml) the model reports
+(no reference labels; adult lumbar bodies hold 15-45 ml, so smaller ones are bodies found only in
+part). TPTBox sample (`Testing/Data/tptbox_sample_mri`, Apache-2.0, 1.5 mm, three cervical
+vertebrae, so no level name can be right): Dice of every voxel the model labels against the
+vertebral-body voxels of its reference (subregion {TPTBOX_BODY}).
+
+| labeling model | SCT: levels found (ml) | TPTBox: body Dice, any label |
+|---|---|---|
+{labeling}
+
 One scan of one other site: these rows say whether the models carry over to another scanner's
 look, not how they do across sites.
 """
@@ -139,9 +197,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "runs" / "other_scanner"))
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--other-network", action="append", default=[], metavar="WEIGHTS",
+                   help="also score this tumor network alone; repeatable")
+    p.add_argument("--other-labeling", action="append", default=[], metavar="WEIGHTS_OR_RUN",
+                   help="also run this labeling model (.safetensors, or a training run folder's best.pt); repeatable")
     args = p.parse_args(argv)
     t0 = time.time()
-    result = run(Path(args.out))
+    result = run(Path(args.out), other_networks=args.other_network, other_labeling=args.other_labeling)
     result["elapsed_s"] = time.time() - t0
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1, default=str))
     text = report(result, result["elapsed_s"])
