@@ -24,6 +24,8 @@ the tumor segmentation and the type CNN carry over to another site's anatomy and
    hold 15-45 ml) and, on the TPTBox sample of ``Testing/Data`` (Apache-2.0; three cervical
    vertebrae, so the level names cannot be right), the Dice of all labeled voxels against its
    vertebral-body voxels (subregion 49): whether bodies are found at all on another site's image.
+   Beside them, the sets of ``benchmarks/labeling.py`` (held-out Chu cases as they are and
+   cropped, fresh phantoms), so that what a candidate gains there is weighed against what it loses.
 
 The result goes into the "Another scanner: inserted tumors" section of docs/benchmarks.md.
 """
@@ -91,20 +93,40 @@ def labeling_model(spec: str):
     return model, {"name": f"{spec} (best.pt: epoch {info['best_epoch']} of {info['epochs']})"}
 
 
-def labeling_row(pair) -> dict:
-    """Per-level volumes found on the SCT scan and the class-agnostic body Dice on the TPTBox sample."""
+def reference_sets(chu_dir: Path, phantoms: int = 6) -> dict:
+    """The sets ``benchmarks/labeling.py`` scores a labeling model on: the held-out Chu cases as
+    they are, cropped at the T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..);
+    without the Chu folder, the phantoms only."""
+    from benchmarks.labeling import crop_at_disc
+    from spinetumor.labeling.dataset import CHU_VALIDATION, load_chu_case, phantom_case
+
+    sets = {"phantoms": [(f"phantom {seed}", *phantom_case(seed)) for seed in range(7000, 7000 + phantoms)]}
+    if chu_dir.is_dir():
+        chu = [(name, *load_chu_case(chu_dir, name)) for name in CHU_VALIDATION]
+        sets = {"Chu": chu, "Chu below T12": [(n, *crop_at_disc(i, t, 2, "below")) for n, i, t in chu],
+                "Chu above L4": [(n, *crop_at_disc(i, t, 5, "above")) for n, i, t in chu], **sets}
+    return sets
+
+
+def labeling_row(pair, sets: dict) -> dict:
+    """Per-level volumes found on the SCT scan, the class-agnostic body Dice on the TPTBox sample,
+    and (mean Dice, cases with all levels right) on each of ``sets`` (:func:`reference_sets`)."""
     from spinetumor.io import read_volume
     from spinetumor.labeling.infer import label_vertebrae
+    from spinetumor.labeling.model import load_model
+    from spinetumor.labeling.ship import evaluate_cases
 
     sct = label_vertebrae(read_volume(SAMPLE), device="cpu", model=pair)
     tpt = label_vertebrae(read_volume(TPTBOX / "sub-mri_label-6_T2w.nii.gz"), device="cpu", model=pair)
     body = read_volume(TPTBOX / "sub-mri_seg-subreg_label-6_msk.nii.gz").array == TPTBOX_BODY
     found = tpt.labels.array > 0
+    scored = {name: evaluate_cases(pair or load_model(), cases) for name, cases in sets.items()}
     return {"sct_ml": {lv.name: round(lv.volume_ml, 1) for lv in sct.levels.values() if lv.present},
-            "tptbox_body_dice": float(2 * (found & body).sum() / max(found.sum() + body.sum(), 1))}
+            "tptbox_body_dice": float(2 * (found & body).sum() / max(found.sum() + body.sum(), 1)),
+            "reference": {name: [float(m["mean_dice"]), m["all_levels_right"]] for name, m in scored.items()}}
 
 
-def run(out: Path, log=print, other_networks=(), other_labeling=()) -> dict:
+def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Path | None = None) -> dict:
     """Build (or resume) the dataset and score the shipped models on it."""
     from spinetumor.augmentation.dataset import augment_dataset, find_targets, read_training_cases
     from spinetumor.classification.model import load_model as load_cnn
@@ -135,10 +157,11 @@ def run(out: Path, log=print, other_networks=(), other_labeling=()) -> dict:
         net = load_tumor_net(weights)
         result["other_networks"][weights] = {"tumors": score_network(net, cases), "free": score_network(net, free),
                                              "sha256": net.sha256}
-    result["labeling"] = {"shipped": labeling_row(None)}
+    sets = reference_sets(chu_dir or REPO.parent / "shared" / "data" / "chu_lumbar_t2")
+    result["labeling"] = {"shipped": labeling_row(None, sets)}
     for spec in other_labeling:
         pair = labeling_model(spec)
-        result["labeling"][spec if spec.endswith(".safetensors") else pair[1]["name"]] = labeling_row(pair)
+        result["labeling"][spec if spec.endswith(".safetensors") else pair[1]["name"]] = labeling_row(pair, sets)
     return result
 
 
@@ -153,9 +176,15 @@ def report(result: dict, elapsed: float) -> str:
                             "SCT", result["network"])
     for weights, scored in result.get("other_networks", {}).items():
         rows += forest_rows(f"network {scored['sha256'][:12]} alone ({weights}, probability >= 0.5)", "SCT", scored)
-    labeling = "\n".join(
-        f"| {name} | {', '.join(f'{k} {v:.1f}' for k, v in row['sct_ml'].items()) or 'none'} | {row['tptbox_body_dice']:.3f} |"
-        for name, row in result.get("labeling", {}).items())
+    labeling = result.get("labeling", {})
+    reference_names = list(next(iter(labeling.values()), {}).get("reference", {}))
+    labeling_header = ("| labeling model | SCT: levels found (ml) | TPTBox: body Dice, any label | "
+                       + " | ".join(f"{n}: mean Dice, all levels right" for n in reference_names) + " |\n|---|---|---|"
+                       + "---|" * len(reference_names))
+    labeling_rows = "\n".join(
+        f"| {name} | {', '.join(f'{k} {v:.1f}' for k, v in row['sct_ml'].items()) or 'none'} | {row['tptbox_body_dice']:.3f} | "
+        + " | ".join(f"{d:.3f}, {right}" for d, right in row.get("reference", {}).values()) + " |"
+        for name, row in labeling.items())
     truth, pred = result["cnn"]["truth"], result["cnn"]["pred"]
     accuracy = float(np.mean(np.array(truth) == np.array(pred))) if truth else float("nan")
     ds = result["dataset"]
@@ -182,11 +211,13 @@ accuracy {accuracy:.3f} ({len(truth)} tumors); confusion (rows true IM, IDEM, ED
 (no reference labels; adult lumbar bodies hold 15-45 ml, so smaller ones are bodies found only in
 part). TPTBox sample (`Testing/Data/tptbox_sample_mri`, Apache-2.0, 1.5 mm, three cervical
 vertebrae, so no level name can be right): Dice of every voxel the model labels against the
-vertebral-body voxels of its reference (subregion {TPTBOX_BODY}).
+vertebral-body voxels of its reference (subregion {TPTBOX_BODY}). Beside them, the sets of "Vertebra
+labeling" (`benchmarks/labeling.py`): the held-out Chu cases chu_17..19 as they are, cropped at the
+T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..7005). A candidate's
+checkpoint is its run's best.pt, chosen during training by its validation Dice on chu_17..19.
 
-| labeling model | SCT: levels found (ml) | TPTBox: body Dice, any label |
-|---|---|---|
-{labeling}
+{labeling_header}
+{labeling_rows}
 
 One scan of one other site: these rows say whether the models carry over to another scanner's
 look, not how they do across sites.

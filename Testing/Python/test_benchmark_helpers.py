@@ -77,14 +77,16 @@ def test_other_scanner_report_scores_each_type_the_tumor_free_scan_and_the_cnn()
                       "sha256": "c" * 64},
               "other_networks": {"v9.safetensors": {"tumors": tumors[:1], "free": [{"tp": 0, "pred": 0, "truth": 0}],
                                                     "sha256": "9" * 64}},
-              "labeling": {"shipped": {"sct_ml": {"L1": 20.51, "L2": 3.0}, "tptbox_body_dice": 0.7}}}
+              "labeling": {"shipped": {"sct_ml": {"L1": 20.51, "L2": 3.0}, "tptbox_body_dice": 0.7,
+                                       "reference": {"Chu": [0.9071, "3/3"], "phantoms": [0.8, "5/6"]}}}}
     text = report(result, 60.0)
     assert "| extradural (2) | 0.250 | 0.167 | 0.250 | 0.250 | 1/2 |  |  |" in text
     assert "| all (3) | 0.500 | 0.444 | 0.500 | 0.500 | 2/3 | 0/1 | 7 |" in text
     assert "accuracy 0.667 (3 tumors)" in text and "0 0 0 / 0 1 0 / 0 1 1" in text
     assert "(T12, L1)" in text and "1 cut by the field of view" in text
     assert "| network 999999999999 alone (v9.safetensors, probability >= 0.5) | SCT | all (1) | 0.500 |" in text
-    assert "| shipped | L1 20.5, L2 3.0 | 0.700 |" in text
+    assert "| Chu: mean Dice, all levels right | phantoms: mean Dice, all levels right |" in text
+    assert "| shipped | L1 20.5, L2 3.0 | 0.700 | 0.907, 3/3 | 0.800, 5/6 |" in text
 
 
 def test_paired_difference_is_per_tumor_and_leaves_tumor_free_cases_out():
