@@ -267,7 +267,7 @@ class VertebraLabelingLogic(ScriptedLoadableModuleLogic):
         return segmentationNode.GetNodeReference(scene.TABLE_ROLE) if segmentationNode is not None else None
 
     def summary(self, tableNode) -> str:
-        """One line: the levels found and those missing, and the caution on their names if any."""
+        """One line: the levels found and those missing, and the cautions on their labels and names if any."""
         from VertebraLabelingLib import scene
 
         if tableNode is None:

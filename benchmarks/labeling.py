@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from landmark_masks import machine, replace_section  # noqa: E402
 
 from spinetumor.labeling.dataset import CHU_VALIDATION, load_chu_case, phantom_case  # noqa: E402
-from spinetumor.labeling.infer import SACRUM_VIEW_MM  # noqa: E402
+from spinetumor.labeling.infer import PARTIAL_BODY_ML, SACRUM_VIEW_MM  # noqa: E402
 from spinetumor.labeling.ship import evaluate_cases  # noqa: E402
 from spinetumor.labels import VERTEBRAE  # noqa: E402
 
@@ -65,6 +65,7 @@ def sct_sample(model_pair, folder: Path) -> str:
     result = label_vertebrae(read_volume(images[0]), device="cpu", model=model_pair)
     found = [f"{lv.name} ({lv.volume_ml:.1f} ml)" for lv in result.levels.values() if lv.present]
     return (f"levels reported: {', '.join(found) or 'none'}; missing: {', '.join(result.missing) or 'none'}; "
+            f"found only in part (under {PARTIAL_BODY_ML:g} ml): {', '.join(result.partial_levels()) or 'none'}; "
             f"{result.inferior_margin_mm:.0f} mm of image below the lowest labeled body, so the caution to "
             f"check the names is {'not ' if result.sacrum_in_view() else ''}given")
 
@@ -123,6 +124,12 @@ def cautioned(metrics) -> str:
     return f"{sum(not c['sacrum_in_view'] for c in cases)}/{len(cases)}"
 
 
+def found_in_part(metrics) -> str:
+    """``"n/m"``: the cases with a body found only in part (``LabelingResult.partial_levels``)."""
+    cases = metrics["per_case"].values()
+    return f"{sum(bool(c['partial_levels']) for c in cases)}/{len(cases)}"
+
+
 def summary_row(name, metrics) -> str:
     return (f"| {name} | {metrics['mean_dice']:.3f} | {metrics['identification_rate']:.3f} | "
             f"{metrics['all_levels_right']} |")
@@ -171,7 +178,8 @@ def main(argv=None) -> int:
     for label, (pair, _) in models.items():
         results[label] = {"chu": evaluate_cases(pair, chu), "partial": evaluate_cases(pair, partial),
                           "no_sacrum": evaluate_cases(pair, no_sacrum), "phantoms": evaluate_cases(pair, phantoms)}
-        print(label, {k: (round(v["mean_dice"], 3), round(v["identification_rate"], 3), v["all_levels_right"])
+        print(label, {k: (round(v["mean_dice"], 3), round(v["identification_rate"], 3), v["all_levels_right"],
+                          f"names to check {cautioned(v)}", f"found in part {found_in_part(v)}")
                       for k, v in results[label].items()}, flush=True)
     main_res = results["shipped (6 levels, attention)"]
     no_pp = {"chu": evaluate_cases(shipped, chu, postprocess=False),
@@ -237,20 +245,21 @@ CPU time to label one Chu volume (381 x 381 x 77 voxels): {seconds_2:.1f} s with
 **Held-out Chu cases** ({len(chu)}): mean Dice {main_res['chu']['mean_dice']:.3f}, identification rate
 {main_res['chu']['identification_rate']:.3f}, all seven levels right in {main_res['chu']['all_levels_right']} cases.
 Caution to check the level names (less than `SACRUM_VIEW_MM` = {SACRUM_VIEW_MM:.0f} mm of image below the lowest
-labeled body, so the sacrum is taken as out of view): {cautioned(main_res['chu'])} cases.
+labeled body, so the sacrum is taken as out of view): {cautioned(main_res['chu'])} cases. Bodies found only in part
+(a level under `PARTIAL_BODY_ML` = {PARTIAL_BODY_ML:g} ml, with a caution to check it): {found_in_part(main_res['chu'])} cases.
 
 {per_level_table(main_res['chu'])}
 
 **Partial field of view** (the same cases cropped at the T12-L1 disc): mean Dice over L1..L5
 {main_res['partial']['mean_dice']:.3f}, identification rate {main_res['partial']['identification_rate']:.3f}, all levels right
 {main_res['partial']['all_levels_right']}; T11 and T12 reported missing (and no lumbar level missing) in {missing_ok}/{len(partial)} cases;
-caution to check the names in {cautioned(main_res['partial'])}.
+caution to check the names in {cautioned(main_res['partial'])}; a body found only in part in {found_in_part(main_res['partial'])}.
 
 **Field of view ending above the sacrum** (the same cases cut at the L3-L4 disc: no L4, L5 or sacrum,
 as in a thoracolumbar scan): mean Dice over T11..L3 {main_res['no_sacrum']['mean_dice']:.3f}, identification rate
 {main_res['no_sacrum']['identification_rate']:.3f}, all levels right {main_res['no_sacrum']['all_levels_right']}; L4 and L5
 reported missing (and no other level missing) in {missing_low_ok}/{len(no_sacrum)} cases; caution to check the
-names in {cautioned(main_res['no_sacrum'])}.
+names in {cautioned(main_res['no_sacrum'])}; a body found only in part in {found_in_part(main_res['no_sacrum'])}.
 
 **SCT thoracolumbar sample** (`Resources/SampleData/sct_t2_lumbar`, another scanner, 257 x 201 mm
 field of view without the sacrum, no reference labels): {sct}. Adult lumbar bodies hold 15-45 ml, so
@@ -258,7 +267,7 @@ smaller volumes are bodies found only in part.
 
 **Fresh phantoms** ({len(phantoms)}, seeds 7000..{7000 + len(phantoms) - 1}, tumor-free; {"; ".join(phantom_geom)}):
 mean Dice {main_res['phantoms']['mean_dice']:.3f}, identification rate {main_res['phantoms']['identification_rate']:.3f},
-all levels right {main_res['phantoms']['all_levels_right']}; caution to check the names in {cautioned(main_res['phantoms'])}.
+all levels right {main_res['phantoms']['all_levels_right']}; caution to check the names in {cautioned(main_res['phantoms'])}; a body found only in part in {found_in_part(main_res['phantoms'])}.
 
 {per_level_table(main_res['phantoms'])}
 

@@ -133,6 +133,7 @@ def analyze(volume: Volume, name: str = "input", *, device=None, progress=None, 
                        "centroid_ras": list(lv.centroid_ras) if lv.centroid_ras is not None else None,
                        "confidence": lv.confidence} for lv in labeling.levels.values()],
         "sacrum_in_view": labeling.sacrum_in_view(),
+        "partial_levels": labeling.partial_levels(),
         "models": models,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
@@ -263,7 +264,7 @@ def study_name(path: Path) -> str:
 
 
 SUMMARY_COLUMNS = ("study", "status", "id", "type", "levels", "epicenter_level", "volume_ml",
-                   "canal_compromise_percent", "sacrum_in_view")
+                   "canal_compromise_percent", "sacrum_in_view", "partial_levels")
 
 
 def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Path:
@@ -287,7 +288,8 @@ def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Pa
             rows.append({"study": name, "status": f"error: {error}"})
             continue
         tumors = analysis.report["tumors"]
-        study = {"study": name, "status": "ok", "sacrum_in_view": "yes" if analysis.report["sacrum_in_view"] else "no"}
+        study = {"study": name, "status": "ok", "sacrum_in_view": "yes" if analysis.report["sacrum_in_view"] else "no",
+                 "partial_levels": " ".join(analysis.report["partial_levels"])}
         rows += [{**study, "id": t["id"], "type": t["type"], "levels": " ".join(t["levels"]),
                   "epicenter_level": t["epicenter_level"] or "", "volume_ml": round(t["volume_ml"], 3),
                   "canal_compromise_percent": round(t["canal_compromise_percent"], 1)} for t in tumors] or [study]

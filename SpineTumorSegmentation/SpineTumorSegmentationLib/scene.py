@@ -114,15 +114,20 @@ def tumor_points(report) -> list[tuple[str, np.ndarray]]:
 
 #: Added to the status line when the report says the sacrum is not in view.
 CHECK_LEVELS = " Check the level names: the sacrum is not in view (see the report's notes)."
+#: Added to the status line when the report lists bodies found only in part ({levels}).
+CHECK_PARTIAL = " Check the labels of {levels}: found only in part (see the report's notes)."
 
 
 def summary_text(report) -> str:
-    """One line for the status label: how many tumors, their types and levels, and a caution
-    when the level names may be off (``sacrum_in_view`` false)."""
+    """One line for the status label: how many tumors, their types and levels, and cautions
+    when vertebral bodies were found only in part (``partial_levels``) or the level names may
+    be off (``sacrum_in_view`` false)."""
     from spinetumor.report import level_span
 
     tumors = report_tumors(report)
-    caution = CHECK_LEVELS if report.get("sacrum_in_view") is False else ""
+    partial = report.get("partial_levels") or []
+    caution = (CHECK_PARTIAL.format(levels=", ".join(partial)) if partial else "") + (
+        CHECK_LEVELS if report.get("sacrum_in_view") is False else "")
     if not tumors:
         return "No tumor found." + caution
     return f"{len(tumors)} tumor(s): " + "; ".join(

@@ -80,7 +80,11 @@ def test_label_writes_three_files_in_the_input_geometry(tmp_path, capsys):
     assert [lv["name"] for lv in report["levels"]] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
     assert set(report["missing"]) == {lv["name"] for lv in report["levels"] if not lv["present"]}
     assert report["model"]["sha256"] == json.loads(weights.with_suffix(".json").read_text())["sha256"]
-    assert "vertebrae.json" in capsys.readouterr().out
+    assert report["partial_levels"] == [lv["name"] for lv in report["levels"] if lv["present"] and lv["volume_ml"] < 5]
+    printed = capsys.readouterr().out
+    assert "vertebrae.json" in printed
+    for note in (report["partial_note"], report["sacrum_note"]):
+        assert note is None or f"note: {note}" in printed
 
 
 def test_evaluate_labels_perfect_and_shifted(tmp_path, capsys):

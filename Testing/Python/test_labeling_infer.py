@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spinetumor.labeling import Cancelled  # noqa: E402
-from spinetumor.labeling.infer import (SACRUM_VIEW_MM, LabelingResult, inferior_margin_mm,  # noqa: E402
+from spinetumor.labeling.infer import (PARTIAL_BODY_ML, SACRUM_VIEW_MM, LabelingResult, LevelResult, inferior_margin_mm,  # noqa: E402
                                       label_vertebrae, tile_starts)
 from spinetumor.labeling.model import ModelError, export_model, load_model  # noqa: E402
 from spinetumor.labeling.network import NetConfig, build_unet  # noqa: E402
@@ -163,3 +163,23 @@ def test_missing_model_files_are_reported(tmp_path):
     weights.with_suffix(".json").unlink()
     with pytest.raises(ModelError, match="manifest not found"):
         load_model(weights)
+
+
+def test_bodies_found_only_in_part_are_named_with_a_caution_before_the_sacrum_one():
+    volumes = {"T11": 2.1, "T12": 2.3, "L1": PARTIAL_BODY_ML, "L2": 30.0, "L3": 0.0}
+    levels = {name: LevelResult(name, v, present=ml > 0, volume_ml=ml)
+              for v, (name, ml) in enumerate(volumes.items(), start=1)}
+    result = LabelingResult(None, levels, ["L3"], inferior_margin_mm=4.0)
+    assert result.partial_levels() == ["T11", "T12"]          # 5 ml itself is not partial; L3 is missing
+    assert result.partial_note().startswith("T11, T12 were found only in part (under 5 ml; a vertebral body "
+                                            "holds about 15-45 ml): check their labels and names.")
+    assert result.cautions() == [result.partial_note(), result.sacrum_note()]
+    assert result.notes() == ["The vertebra labeling did not find L3 (outside the field of view, or missed by "
+                              "the network)."] + result.cautions()
+    assert result.to_dict()["partial_levels"] == ["T11", "T12"]
+    assert result.to_dict()["partial_note"] == result.partial_note()
+    one = LabelingResult(None, {"L2": LevelResult("L2", 4, True, volume_ml=1.0)}, inferior_margin_mm=50.0)
+    assert one.partial_note().startswith("L2 was found only in part") and "check its labels" in one.partial_note()
+    assert one.cautions() == [one.partial_note()]
+    whole = LabelingResult(None, {"L2": LevelResult("L2", 4, True, volume_ml=30.0)}, inferior_margin_mm=50.0)
+    assert whole.partial_levels() == [] and whole.partial_note() is None and whole.cautions() == []

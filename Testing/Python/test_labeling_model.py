@@ -39,7 +39,7 @@ def test_shipped_model_labels_a_held_out_chu_case(shared_data):
     assert metrics["all_levels_right"]
     assert metrics["summary"]["identification_rate"] == 1.0
     assert min(m["dice"] for m in metrics["per_level"].values()) > 0.75
-    assert result.missing == []
+    assert result.missing == [] and result.partial_levels() == [] and result.cautions() == []
 
 
 def test_shipped_model_names_every_body_of_the_bundled_thoracolumbar_sample():
@@ -61,6 +61,9 @@ def test_shipped_model_names_every_body_of_the_bundled_thoracolumbar_sample():
     names = list(result.levels)
     assert len(present) == 6, present
     assert present == names[names.index(present[0]):names.index(present[0]) + 6]
+    # its three uppermost bodies are found only in patches (2-3 ml): the labeling says so
+    assert result.partial_levels() == present[:3]
+    assert result.cautions()[0] == result.partial_note() and result.cautions()[1] == result.sacrum_note()
 
 
 def test_shipped_model_finds_the_vertebral_bodies_of_another_sites_scan(test_data):

@@ -122,6 +122,7 @@ def test_run_end_to_end_on_a_phantom(tmp_path):
     net_manifest = json.loads((MODELS / "tumor_net.json").read_text())
     assert report["models"]["tumor_network"]["sha256"] == net_manifest["sha256"]
     assert report["sacrum_in_view"] is True and not any("sacrum" in note for note in report["notes"])
+    assert report["partial_levels"] == [] and not any("found only in part" in note for note in report["notes"])
     for tumor in report["tumors"]:
         assert tumor["type"] in labels.TUMOR_TYPE_NAMES
         assert abs(sum(tumor["type_probabilities"].values()) - 1) < 1e-6
@@ -149,6 +150,7 @@ def test_batch_loads_the_models_once_and_reports_every_study(tmp_path, monkeypat
     assert {r["study"] for r in rows} == {"a", "b", "broken"}
     assert [r["status"] for r in rows if r["study"] == "b"] == ["ok"]
     assert {r["sacrum_in_view"] for r in rows if r["study"] in ("a", "b")} == {"yes"}   # phantoms show the sacrum
+    assert {r["partial_levels"] for r in rows if r["study"] in ("a", "b")} == {""}      # and whole bodies
     assert all(r["status"] == "ok" for r in rows if r["study"] == "a")
     broken = [r["status"] for r in rows if r["study"] == "broken"]
     assert len(broken) == 1 and broken[0].startswith("error: ") and "broken.nii.gz" in broken[0]

@@ -181,6 +181,10 @@ def test_a_disagreeing_rule_and_no_tumor_show_in_the_table(mrml_scene, lib, anal
     assert lib.summary_text(no_sacrum).endswith(" mL. Check the level names: the sacrum is not in view "
                                                 "(see the report's notes).")
     assert lib.summary_text({**empty.report, "sacrum_in_view": False}).startswith("No tumor found. Check the level")
+    partial = {**empty.report, "sacrum_in_view": False, "partial_levels": ["T11", "T12"]}
+    assert lib.summary_text(partial) == ("No tumor found. Check the labels of T11, T12: found only in part (see the "
+                                         "report's notes). Check the level names: the sacrum is not in view (see the "
+                                         "report's notes).")
 
 
 def test_level_and_tumor_labels_at_the_centroids_beside_the_input(mrml_scene, lib, case, output_folder):

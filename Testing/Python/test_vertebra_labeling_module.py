@@ -192,12 +192,15 @@ def test_non_vertebra_label_values_are_refused(mrml_scene, lib, case):
     assert _count(mrml_scene, "vtkMRMLSegmentationNode") == 0
 
 
-def _write_cli_folder(folder: Path, truth: Volume, inferior_margin_mm: float = 60.0) -> None:
-    """A folder as ``spinetumor label`` writes it: vertebrae.nii.gz and vertebrae.json."""
+def _write_cli_folder(folder: Path, truth: Volume, inferior_margin_mm: float = 60.0, partial: tuple = ()) -> None:
+    """A folder as ``spinetumor label`` writes it: vertebrae.nii.gz and vertebrae.json
+    (the levels in ``partial`` with a body volume of a found-in-part body)."""
+    from dataclasses import replace
+
     from spinetumor.io import write_json, write_volume
     from spinetumor.labeling.infer import LabelingResult
 
-    levels = {lv.name: lv for lv in _levels_from_truth(truth)}
+    levels = {lv.name: replace(lv, volume_ml=1.0) if lv.name in partial else lv for lv in _levels_from_truth(truth)}
     result = LabelingResult(truth, levels, [n for n, lv in levels.items() if not lv.present],
                             inferior_margin_mm=inferior_margin_mm)
     write_volume(truth, folder / "vertebrae.nii.gz")
@@ -233,6 +236,11 @@ def test_write_input_then_import_cli_output(mrml_scene, lib, case, tmp_path):
     assert again.table is nodes.table
     assert again.table.GetAttribute(scene_lib.CAUTION_ATTRIBUTE).startswith(
         "The field of view ends 4 mm below the lowest labeled body")
+
+    _write_cli_folder(tmp_path, truth, inferior_margin_mm=4.0, partial=("T11",))   # and a body found in part
+    caution = scene_lib.import_output(tmp_path, scene=mrml_scene, input_volume_node=input_node,
+                                      segmentation_node=nodes.segmentation).table.GetAttribute(scene_lib.CAUTION_ATTRIBUTE)
+    assert caution.startswith("T11 was found only in part (under 5 ml") and " The field of view ends 4 mm" in caution
 
 
 def test_import_refuses_incomplete_or_foreign_output(mrml_scene, lib, case, tmp_path):

@@ -7,8 +7,9 @@ A labeling result is shown as three nodes that travel together:
   placed beside the input volume in the subject hierarchy (DICOM SEG export needs it);
 * a point list with the level names at the vertebral body centroids;
 * a table with one row per level: level, present, volume, centroid R/A/S, confidence; its
-  :data:`CAUTION_ATTRIBUTE` holds the engine's caution when the field of view ends above the
-  sacrum, so the level names may be one off (``LabelingResult.sacrum_note``), else "".
+  :data:`CAUTION_ATTRIBUTE` holds the engine's cautions (``LabelingResult.cautions``): bodies
+  found only in part, a field of view ending above the sacrum so that the level names may be
+  one off; "" when there is nothing to check.
 
 The point list and the table hang off the segmentation as node references
 (:data:`LEVELS_ROLE`, :data:`TABLE_ROLE`), so a second run on the same output
@@ -33,7 +34,7 @@ SEGMENTATION_NAME = "Vertebrae"
 #: Node reference roles from the output segmentation to its companion nodes.
 LEVELS_ROLE = "VertebraLabeling.levels"
 TABLE_ROLE = "VertebraLabeling.table"
-#: Table node attribute holding the caution about the level names ("" when there is none).
+#: Table node attribute holding the cautions about the labels and level names ("" when there are none).
 CAUTION_ATTRIBUTE = "VertebraLabeling.caution"
 #: Files of the background job's work folder (the ``label`` command writes the outputs).
 INPUT_FILE = "input.nrrd"
@@ -60,7 +61,7 @@ def show_labeling(labels, levels, scene=None, segmentation_node=None, input_volu
     1..7 = T11..L5; ``levels`` the per-level results (see :func:`spinetumor.mrml.level_list`).
     ``segmentation_node`` is reused when given, with its companion point list and
     table, so re-runs replace their content instead of adding nodes. ``caution``: the
-    engine's note on the level names, kept on the table (:data:`CAUTION_ATTRIBUTE`).
+    engine's notes on the labels and level names, kept on the table (:data:`CAUTION_ATTRIBUTE`).
     Returns the nodes.
     """
     from spinetumor import mrml
@@ -116,7 +117,8 @@ def read_output(folder):
     result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
     if "levels" not in result:
         raise InputError(f"{folder / RESULT_FILE}: has no 'levels' list")
-    return labels, mrml.level_list(result["levels"]), result.get("sacrum_note")
+    cautions = [result.get(key) for key in ("partial_note", "sacrum_note") if result.get(key)]
+    return labels, mrml.level_list(result["levels"]), " ".join(cautions) or None
 
 
 def import_output(folder, scene=None, segmentation_node=None, input_volume_node=None) -> LabelingNodes:
@@ -167,4 +169,4 @@ def label_volume_node(input_volume_node, segmentation_node=None, device: str = "
                             cancel=cancel)
     return show_labeling(result.labels, result.levels, segmentation_node=segmentation_node,
                          input_volume_node=input_volume_node,
-                         scene=input_volume_node.GetScene(), caution=result.sacrum_note())
+                         scene=input_volume_node.GetScene(), caution=" ".join(result.cautions()) or None)

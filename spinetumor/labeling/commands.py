@@ -31,7 +31,8 @@ def add_commands(sub) -> None:
                        description="Write DIR/vertebrae.nii.gz (input geometry), DIR/vertebrae.seg.nrrd "
                                    "and DIR/vertebrae.json (per level: present, volume, centroid, confidence; "
                                    "the image below the lowest body and, when the sacrum is out of view, a "
-                                   "note that the names may be one level off).")
+                                   "note that the names may be one level off; the levels found only in part, "
+                                   "under 5 ml, with a note to check them).")
     p.add_argument("input", help="image file (NIfTI, NRRD, MHA) or DICOM folder")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
@@ -76,9 +77,8 @@ def cmd_label(args) -> int:
     write_json({"input": str(args.input), **result.to_dict()}, out / "vertebrae.json")
     found = [name for name, lv in result.levels.items() if lv.present]
     print(f"levels found: {', '.join(found) or 'none'}" + (f"; missing: {', '.join(result.missing)}" if result.missing else ""))
-    sacrum_note = result.sacrum_note()
-    if sacrum_note:
-        print("note: " + sacrum_note)
+    for caution in result.cautions():
+        print("note: " + caution)
     for name in ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.json"):
         print(out / name)
     return 0

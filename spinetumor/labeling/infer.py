@@ -43,6 +43,12 @@ class LevelResult:
 #: Full lumbar fields of view hold 86-125 mm below L5 (the 12 Chu scans).
 SACRUM_VIEW_MM = 20.0
 
+#: Volume (ml) under which a labeled level is a body found only in part. Whole vertebral bodies
+#: T11..L5 hold about 15-45 ml; the shipped model gives 9.5-50.5 ml on the 12 Chu scans and 12
+#: phantoms (T11 cut by the field of view being the smallest), and 2.1-2.7 ml for the three
+#: uppermost bodies of the SCT sample of another scanner, which it finds only in patches.
+PARTIAL_BODY_ML = 5.0
+
 
 @dataclass
 class LabelingResult:
@@ -72,19 +78,37 @@ class LabelingResult:
                 "sacrum, which anchors the level names, is not in view: the names may be one level off; "
                 "confirm them by counting from another landmark (e.g. the last rib).")
 
+    def partial_levels(self) -> list[str]:
+        """The levels labeled with less than :data:`PARTIAL_BODY_ML` of body: found only in part."""
+        return [lv.name for lv in self.levels.values() if lv.present and lv.volume_ml < PARTIAL_BODY_ML]
+
+    def partial_note(self) -> str | None:
+        """The caution for bodies found only in part, or None."""
+        partial = self.partial_levels()
+        if not partial:
+            return None
+        return (f"{', '.join(partial)} {'was' if len(partial) == 1 else 'were'} found only in part (under "
+                f"{PARTIAL_BODY_ML:g} ml; a vertebral body holds about 15-45 ml): check {'its' if len(partial) == 1 else 'their'} "
+                "labels and names. This happens where a body is cut by the field of view and on scans that look "
+                "unlike the training scans (another scanner or protocol).")
+
+    def cautions(self) -> list[str]:
+        """The reasons to check the labels and level names, one sentence each (none: nothing to check)."""
+        return [note for note in (self.partial_note(), self.sacrum_note()) if note]
+
     def notes(self) -> list[str]:
-        """Cautions for the reader, one sentence each: levels not found, names to verify."""
+        """Cautions for the reader, one sentence each: levels not found, labels and names to verify."""
         notes = []
         if self.missing:
             notes.append("The vertebra labeling did not find " + ", ".join(self.missing)
                          + " (outside the field of view, or missed by the network).")
-        sacrum = self.sacrum_note()
-        return notes + [sacrum] if sacrum else notes
+        return notes + self.cautions()
 
     def to_dict(self) -> dict:
         margin = None if self.inferior_margin_mm is None else round(float(self.inferior_margin_mm), 1)
         return {"levels": [lv.to_dict() for lv in self.levels.values()], "missing": list(self.missing),
                 "inferior_margin_mm": margin, "sacrum_note": self.sacrum_note(),
+                "partial_levels": self.partial_levels(), "partial_note": self.partial_note(),
                 "postprocess": self.postprocess, "model": self.model}
 
 

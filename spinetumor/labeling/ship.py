@@ -42,6 +42,7 @@ def evaluate_cases(model_pair, cases, device="cpu", postprocess: bool = True) ->
             "mean_dice": float(ev["summary"]["dice"]),
             "missing": list(result.missing),
             "sacrum_in_view": result.sacrum_in_view(),
+            "partial_levels": result.partial_levels(),
             "seconds": round(seconds, 2),
         }
     return {"per_case": per_case,
