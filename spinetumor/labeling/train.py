@@ -124,14 +124,15 @@ def gaussian_blur(img, sigma: float):
 
 def vary_appearance(img, rng):
     """The same anatomy as another scanner and protocol would show it ([..., H, W] tensor, normalized
-    so that bright fluid is about 1; neighbouring slices given as a stack get the same change).
+    so that bright fluid is about 1).
 
     The Chu training scans are smooth 8-bit images with a grey background and homogeneous
     vertebral bodies; other scanners give a black background, textured bone marrow, sharper
-    or softer edges and other tissue contrasts. Each of these is drawn at random:
-    a floor subtracted (black background), a monotone piecewise-linear intensity curve
-    (other relative contrasts of bone, disc, CSF and fat), a multiplicative texture of
-    0.7-2 pixel grain (marrow), and unsharp masking or blurring.
+    or softer edges and other tissue contrasts. All four changes are applied, each with a
+    random strength: a floor subtracted (black background), a monotone piecewise-linear
+    intensity curve fixing 0 and 1 (other relative contrasts of bone, disc, CSF and fat), a
+    multiplicative texture of 0.7-2 pixel grain (marrow), and unsharp masking or blurring.
+    Neighbouring slices given as a stack share the strengths; each gets its own grain.
     """
     import torch
 
