@@ -124,6 +124,18 @@ def cautioned(metrics) -> str:
     return f"{sum(not c['sacrum_in_view'] for c in cases)}/{len(cases)}"
 
 
+def volume_range(metrics) -> str:
+    """``"a-b ml"``: the smallest and largest level volume the model gives over a set's cases."""
+    volumes = [v for c in metrics["per_case"].values() for v in c["volumes_ml"].values()]
+    return f"{min(volumes):.1f}-{max(volumes):.1f} ml" if volumes else "none"
+
+
+def margin_range(metrics) -> str:
+    """``"a-b mm"``: the least and most image below the lowest labeled body over a set's cases."""
+    margins = [c["inferior_margin_mm"] for c in metrics["per_case"].values() if c["inferior_margin_mm"] is not None]
+    return f"{min(margins):.0f}-{max(margins):.0f} mm" if margins else "none"
+
+
 def found_in_part(metrics) -> str:
     """``"n/m"``: the cases with a body found only in part (``LabelingResult.partial_levels``)."""
     cases = metrics["per_case"].values()
@@ -179,7 +191,8 @@ def main(argv=None) -> int:
         results[label] = {"chu": evaluate_cases(pair, chu), "partial": evaluate_cases(pair, partial),
                           "no_sacrum": evaluate_cases(pair, no_sacrum), "phantoms": evaluate_cases(pair, phantoms)}
         print(label, {k: (round(v["mean_dice"], 3), round(v["identification_rate"], 3), v["all_levels_right"],
-                          f"names to check {cautioned(v)}", f"found in part {found_in_part(v)}")
+                          f"names to check {cautioned(v)}", f"found in part {found_in_part(v)}",
+                          f"volumes {volume_range(v)}", f"below the lowest body {margin_range(v)}")
                       for k, v in results[label].items()}, flush=True)
     main_res = results["shipped (6 levels, attention)"]
     no_pp = {"chu": evaluate_cases(shipped, chu, postprocess=False),
@@ -247,6 +260,7 @@ CPU time to label one Chu volume (381 x 381 x 77 voxels): {seconds_2:.1f} s with
 Caution to check the level names (less than `SACRUM_VIEW_MM` = {SACRUM_VIEW_MM:.0f} mm of image below the lowest
 labeled body, so the sacrum is taken as out of view): {cautioned(main_res['chu'])} cases. Bodies found only in part
 (a level under `PARTIAL_BODY_ML` = {PARTIAL_BODY_ML:g} ml, with a caution to check it): {found_in_part(main_res['chu'])} cases.
+Level volumes found: {volume_range(main_res['chu'])}; image below the lowest labeled body: {margin_range(main_res['chu'])}.
 
 {per_level_table(main_res['chu'])}
 
@@ -267,7 +281,8 @@ smaller volumes are bodies found only in part.
 
 **Fresh phantoms** ({len(phantoms)}, seeds 7000..{7000 + len(phantoms) - 1}, tumor-free; {"; ".join(phantom_geom)}):
 mean Dice {main_res['phantoms']['mean_dice']:.3f}, identification rate {main_res['phantoms']['identification_rate']:.3f},
-all levels right {main_res['phantoms']['all_levels_right']}; caution to check the names in {cautioned(main_res['phantoms'])}; a body found only in part in {found_in_part(main_res['phantoms'])}.
+all levels right {main_res['phantoms']['all_levels_right']}; caution to check the names in {cautioned(main_res['phantoms'])}; a body found only in part in {found_in_part(main_res['phantoms'])};
+level volumes found {volume_range(main_res['phantoms'])}.
 
 {per_level_table(main_res['phantoms'])}
 

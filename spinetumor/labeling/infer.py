@@ -40,12 +40,13 @@ class LevelResult:
 #: L5-S1 disc (8-12 mm) and the top of S1. The names lean on the sacrum (L5 sits on it); a
 #: field of view ending above it leaves the network the bodies' appearance alone, and names
 #: then come out one level off in some scans (docs/benchmarks.md, "Vertebra labeling").
-#: Full lumbar fields of view hold 86-125 mm below L5 (the 12 Chu scans).
+#: Full lumbar fields of view hold 87-122 mm below L5 on the held-out Chu scans and 58-107 mm on
+#: fresh phantoms; cut at the L3-L4 disc, 0-7 mm below L3 (``benchmarks/labeling.py``).
 SACRUM_VIEW_MM = 20.0
 
 #: Volume (ml) under which a labeled level is a body found only in part. Whole vertebral bodies
-#: T11..L5 hold about 15-45 ml; the shipped model gives 9.5-50.5 ml on the 12 Chu scans and 12
-#: phantoms (T11 cut by the field of view being the smallest), and 2.1-2.7 ml for the three
+#: T11..L5 hold about 15-45 ml; the shipped model gives 20.5-39.0 ml on the held-out Chu scans and
+#: 15.1-47.7 ml on fresh phantoms (``benchmarks/labeling.py``), and 2.1-2.7 ml for the three
 #: uppermost bodies of the SCT sample of another scanner, which it finds only in patches.
 PARTIAL_BODY_ML = 5.0
 

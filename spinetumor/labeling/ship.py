@@ -43,6 +43,8 @@ def evaluate_cases(model_pair, cases, device="cpu", postprocess: bool = True) ->
             "missing": list(result.missing),
             "sacrum_in_view": result.sacrum_in_view(),
             "partial_levels": result.partial_levels(),
+            "volumes_ml": {lv.name: round(float(lv.volume_ml), 1) for lv in result.levels.values() if lv.present},
+            "inferior_margin_mm": result.inferior_margin_mm,
             "seconds": round(seconds, 2),
         }
     return {"per_case": per_case,
