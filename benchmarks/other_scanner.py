@@ -113,16 +113,15 @@ def labeling_row(pair, sets: dict) -> dict:
     and (mean Dice, cases with all levels right) on each of ``sets`` (:func:`reference_sets`)."""
     from spinetumor.io import read_volume
     from spinetumor.labeling.infer import label_vertebrae
-    from spinetumor.labeling.model import load_model
     from spinetumor.labeling.ship import evaluate_cases
+    from spinetumor.metrics import overlap
 
     sct = label_vertebrae(read_volume(SAMPLE), device="cpu", model=pair)
     tpt = label_vertebrae(read_volume(TPTBOX / "sub-mri_label-6_T2w.nii.gz"), device="cpu", model=pair)
     body = read_volume(TPTBOX / "sub-mri_seg-subreg_label-6_msk.nii.gz").array == TPTBOX_BODY
-    found = tpt.labels.array > 0
-    scored = {name: evaluate_cases(pair or load_model(), cases) for name, cases in sets.items()}
+    scored = {name: evaluate_cases(pair, cases) for name, cases in sets.items()}
     return {"sct_ml": {lv.name: round(lv.volume_ml, 1) for lv in sct.levels.values() if lv.present},
-            "tptbox_body_dice": float(2 * (found & body).sum() / max(found.sum() + body.sum(), 1)),
+            "tptbox_body_dice": float(overlap(tpt.labels.array > 0, body)["dice"]),
             "reference": {name: [float(m["mean_dice"]), m["all_levels_right"]] for name, m in scored.items()}}
 
 
@@ -130,6 +129,7 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
     """Build (or resume) the dataset and score the shipped models on it."""
     from spinetumor.augmentation.dataset import augment_dataset, find_targets, read_training_cases
     from spinetumor.classification.model import load_model as load_cnn
+    from spinetumor.labeling.model import load_model as load_labeling_model
     from spinetumor.segmentation.train import augmented_cases
     from spinetumor.segmentation.tumor import load_tumor_model
     from spinetumor.segmentation.tumor_net import load_tumor_net
@@ -158,7 +158,7 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
         result["other_networks"][weights] = {"tumors": score_network(net, cases), "free": score_network(net, free),
                                              "sha256": net.sha256}
     sets = reference_sets(chu_dir or REPO.parent / "shared" / "data" / "chu_lumbar_t2")
-    result["labeling"] = {"shipped": labeling_row(None, sets)}
+    result["labeling"] = {"shipped": labeling_row(load_labeling_model(), sets)}
     for spec in other_labeling:
         pair = labeling_model(spec)
         result["labeling"][spec if spec.endswith(".safetensors") else pair[1]["name"]] = labeling_row(pair, sets)

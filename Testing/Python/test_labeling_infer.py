@@ -178,6 +178,7 @@ def test_bodies_found_only_in_part_are_named_with_a_caution_before_the_sacrum_on
                               "the network)."] + result.cautions()
     assert result.to_dict()["partial_levels"] == ["T11", "T12"]
     assert result.to_dict()["partial_note"] == result.partial_note()
+    assert result.to_dict()["cautions"] == result.cautions()
     one = LabelingResult(None, {"L2": LevelResult("L2", 4, True, volume_ml=1.0)}, inferior_margin_mm=50.0)
     assert one.partial_note().startswith("L2 was found only in part") and "check its labels" in one.partial_note()
     assert one.cautions() == [one.partial_note()]

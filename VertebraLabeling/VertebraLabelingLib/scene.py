@@ -117,8 +117,7 @@ def read_output(folder):
     result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
     if "levels" not in result:
         raise InputError(f"{folder / RESULT_FILE}: has no 'levels' list")
-    cautions = [result.get(key) for key in ("partial_note", "sacrum_note") if result.get(key)]
-    return labels, mrml.level_list(result["levels"]), " ".join(cautions) or None
+    return labels, mrml.level_list(result["levels"]), " ".join(result.get("cautions") or []) or None
 
 
 def import_output(folder, scene=None, segmentation_node=None, input_volume_node=None) -> LabelingNodes:

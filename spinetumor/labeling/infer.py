@@ -110,6 +110,7 @@ class LabelingResult:
         return {"levels": [lv.to_dict() for lv in self.levels.values()], "missing": list(self.missing),
                 "inferior_margin_mm": margin, "sacrum_note": self.sacrum_note(),
                 "partial_levels": self.partial_levels(), "partial_note": self.partial_note(),
+                "cautions": self.cautions(),
                 "postprocess": self.postprocess, "model": self.model}
 
 
