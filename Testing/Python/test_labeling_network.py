@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 from spinetumor.labeling.dataset import SliceGrid, save_cache  # noqa: E402
 from spinetumor.labeling.network import NetConfig, build_unet, count_parameters, segmentation_loss  # noqa: E402
 from spinetumor.labeling.train import (  # noqa: E402
-    TrainConfig, augment_batch, crop_field_of_view, gaussian_blur, load_checkpoint, train, vary_appearance)
+    TrainConfig, WeightAverage, augment_batch, crop_field_of_view, gaussian_blur, load_checkpoint, train,
+    vary_appearance)
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +156,43 @@ def test_init_starts_from_the_given_weights(tmp_path):
         if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             continue                                         # normalization statistics still update
         assert torch.equal(a[key], b["model"][key]), key
+
+
+def test_weight_average_moves_by_one_minus_decay_and_copies_counters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    average = WeightAverage(model, 0.9)
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    model[1].num_batches_tracked += 5
+    average.update(model)
+    assert torch.allclose(average.state["0.weight"], torch.full((1, 2), 1.2))
+    assert int(average.state["1.num_batches_tracked"]) == 5
+    copy = average.model_like(model)
+    assert torch.allclose(copy[0].weight, torch.full((1, 2), 1.2))
+    assert torch.equal(model[0].weight, torch.full((1, 2), 3.0))       # the trained model is untouched
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage(model, 1.0)
+
+
+def test_averaged_run_keeps_the_average_and_resumes_exactly(tmp_path):
+    cache = tiny_cache(tmp_path)
+    quiet = lambda *a: None  # noqa: E731
+    config = lambda: TrainConfig(**{**tiny_config(2).__dict__, "average": 0.5})  # noqa: E731
+    train(tmp_path / "full", config(), cache=cache, device="cpu", log=quiet)
+    train(tmp_path / "parts", config(), cache=cache, device="cpu", log=quiet, stop_after=1)
+    train(tmp_path / "parts", config(), cache=cache, device="cpu", log=quiet, resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "parts" / "checkpoint.pt")
+    for key in a["average"]:
+        assert torch.equal(a["average"][key], b["average"][key]), key
+    assert any(not torch.equal(a["average"][k], a["model"][k]) for k in a["model"] if k.endswith("weight"))
+    train(tmp_path / "one", config(), cache=cache, device="cpu", log=quiet, stop_after=1)
+    first = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
+    best = torch.load(tmp_path / "one" / "best.pt", weights_only=True)   # the first epoch is always kept
+    for key in first["average"]:                                          # as the average, not the raw weights
+        assert torch.equal(best["model"][key], first["average"][key]), key
 
 
 def test_field_of_view_crop_blanks_image_and_labels_together():

@@ -49,6 +49,7 @@ class TrainConfig:
     fov_crop: float = 0.15                  # probability of a partial field of view per slice
     low_resolution: float = 0.0             # probability of an in-plane blur (a coarser acquisition)
     appearance: float = 0.0                 # probability of another scanner's look (vary_appearance)
+    average: float = 0.0                    # decay of the weight average per step (0 = off; see WeightAverage)
     net: dict = field(default_factory=lambda: NetConfig().to_dict())
 
     def to_dict(self) -> dict:
@@ -262,6 +263,41 @@ def initial_weights(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights and batch-norm statistics.
+
+    Fine-tuning on nine scans moves the level naming from epoch to epoch; the average over the
+    last ``1 / (1 - decay)`` steps moves much less, so it is what a run with ``average`` > 0
+    validates and keeps as ``best.pt`` (the optimizer keeps training the raw weights).
+    """
+
+    def __init__(self, model, decay: float, state: dict | None = None):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the weight-average decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        source = state if state is not None else model.state_dict()
+        self.state = {k: v.detach().clone() for k, v in source.items()}
+
+    def update(self, model) -> None:
+        """Move the average towards the model's current weights (counters are copied)."""
+        import torch
+
+        with torch.no_grad():
+            for key, value in model.state_dict().items():
+                if value.dtype.is_floating_point:
+                    self.state[key].mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
+                else:
+                    self.state[key].copy_(value)
+
+    def model_like(self, model):
+        """A copy of ``model`` holding the averaged weights."""
+        import copy
+
+        averaged = copy.deepcopy(model)
+        averaged.load_state_dict(self.state)
+        return averaged
+
+
 # --- validation -----------------------------------------------------------------------------
 
 def predict_stack(model, stack: np.ndarray, device, batch: int = 16) -> np.ndarray:
@@ -383,6 +419,9 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
         _set_rng_state(ckpt["rng"])
         history, start = ckpt["history"], int(ckpt["epoch"]) + 1
         log(f"resumed from epoch {start - 1}")
+    average = None
+    if config.average:
+        average = WeightAverage(model, config.average, ckpt.get("average") if ckpt else None)
     steps = max(1, config.samples_per_epoch // config.batch_size)
     for epoch in range(start, config.epochs):
         if stop_after is not None and epoch >= stop_after:
@@ -405,15 +444,19 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
             loss = segmentation_loss(model(x.to(device)), y.to(device), ordinal_weight=config.ordinal_weight)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(model)
             losses.append(loss.item())
-        val = validate(model, cases, val_names, device, config.val_stride) if val_names else {"mean_dice": float("nan"), "per_case": {}}
+        kept = average.model_like(model) if average is not None else model
+        val = validate(kept, cases, val_names, device, config.val_stride) if val_names else {"mean_dice": float("nan"), "per_case": {}}
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_dice": val["mean_dice"],
                  "val_per_case": val["per_case"], "seconds": round(time.time() - t0, 1)}
         history.append(entry)
         best = max((h["val_dice"] for h in history[:-1]), default=-1.0)
-        save_checkpoint(ckpt_path, model, optimizer, epoch, config, history, rng=_rng_state())
+        extra = {"average": average.state} if average is not None else {}
+        save_checkpoint(ckpt_path, model, optimizer, epoch, config, history, rng=_rng_state(), **extra)
         if not val_names or entry["val_dice"] > best:
-            torch.save({"model": model.state_dict(), "epoch": epoch, "val_dice": entry["val_dice"],
+            torch.save({"model": kept.state_dict(), "epoch": epoch, "val_dice": entry["val_dice"],
                         "config": json.dumps(config.to_dict())}, out / "best.pt.part")
             (out / "best.pt.part").replace(out / "best.pt")
         log(f"epoch {epoch + 1}/{config.epochs} loss {entry['loss']:.4f} val dice {entry['val_dice']:.4f} "
@@ -449,6 +492,9 @@ def add_arguments(p) -> None:
                    help="probability of simulating a coarser in-plane resolution")
     p.add_argument("--appearance", type=float, default=TrainConfig.appearance,
                    help="probability of giving a slice another scanner's look (background, contrast, texture, sharpness)")
+    p.add_argument("--average", type=float, default=TrainConfig.average,
+                   help="keep an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.995) and validate and keep that average (default 0: off)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this epoch (1-based) without changing the schedule; resume later")
 
@@ -460,6 +506,7 @@ def run_from_args(args) -> dict:
                          lr=args.lr,
                          seed=args.seed, phantoms=args.phantoms, net=net, init_from=str(args.init or ""),
                          fov_crop=args.fov_crop, low_resolution=args.low_resolution, appearance=args.appearance,
+                         average=args.average,
                          ordinal_weight=args.ordinal_weight if args.ordinal_weight is not None else
                          (None if args.resume else 0.0))
     if not args.resume and not config.epochs:
