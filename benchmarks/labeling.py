@@ -70,20 +70,26 @@ def sct_sample(model_pair, folder: Path) -> str:
             f"check the names is {'not ' if result.sacrum_in_view() else ''}given")
 
 
-def load_run_model(run_dir):
-    """(model, manifest-like dict) from a run's best.pt (ablation variants are not shipped)."""
+def load_run_model(run):
+    """(model, manifest-like dict) from a training run (ablation variants and candidates are not shipped).
+
+    ``run`` is a run folder (its ``best.pt``) or a file in one: ``best.pt``, or ``checkpoint.pt``
+    for the last epoch's weights (their average when the run kept one, ``train labeling --average``).
+    """
     import torch
 
     from spinetumor.labeling.network import NetConfig, build_unet
     from spinetumor.labeling.train import TrainConfig
 
-    best = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(json.loads(best["config"]))
+    run = Path(run)
+    run_dir, weights = (run.parent, run) if run.suffix == ".pt" else (run, run / "best.pt")
+    chosen = torch.load(weights, map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(json.loads(chosen["config"]))
     model = build_unet(NetConfig.from_dict(config.net))
-    model.load_state_dict(best["model"])
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(chosen.get("average") or chosen["model"])
+    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     history = json.loads(ckpt["history"])
-    info = {"config": config, "best_epoch": int(best["epoch"]) + 1, "epochs": len(history),
+    info = {"config": config, "best_epoch": int(chosen["epoch"]) + 1, "epochs": len(history),
             "seconds": sum(h["seconds"] for h in history), "history": history}
     return model.eval(), info
 

@@ -83,14 +83,16 @@ def tumor_free_case(target: Path):
 
 
 def labeling_model(spec: str):
-    """A labeling model given as weights (.safetensors, sha256-checked) or as a training run folder (best.pt)."""
+    """A labeling model given as weights (.safetensors, sha256-checked), a training run folder
+    (its best.pt) or a run's best.pt or checkpoint.pt (the last epoch; see ``load_run_model``)."""
     from benchmarks.labeling import load_run_model
     from spinetumor.labeling.model import load_model
 
     if spec.endswith(".safetensors"):
         return load_model(spec)
     model, info = load_run_model(spec)
-    return model, {"name": f"{spec} (best.pt: epoch {info['best_epoch']} of {info['epochs']})"}
+    which = Path(spec).name if spec.endswith(".pt") else "best.pt"
+    return model, {"name": f"{spec} ({which}: epoch {info['best_epoch']} of {info['epochs']})"}
 
 
 def reference_sets(chu_dir: Path, phantoms: int = 6) -> dict:
@@ -231,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--other-network", action="append", default=[], metavar="WEIGHTS",
                    help="also score this tumor network alone; repeatable")
     p.add_argument("--other-labeling", action="append", default=[], metavar="WEIGHTS_OR_RUN",
-                   help="also run this labeling model (.safetensors, or a training run folder's best.pt); repeatable")
+                   help="also run this labeling model (.safetensors; a training run folder, for its best.pt; or a run's best.pt or checkpoint.pt); repeatable")
     args = p.parse_args(argv)
     t0 = time.time()
     result = run(Path(args.out), other_networks=args.other_network, other_labeling=args.other_labeling)
