@@ -19,7 +19,10 @@ Scores: mean Dice over the levels present, VerSe identification rate, all seven 
 mean HD95. The result goes into the "Vertebra labeling: robustness to acquisition" section of
 docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/labeling_robustness.py [--data ../shared/data/chu_lumbar_t2]
+    .venv/bin/python benchmarks/labeling_robustness.py [--data ../shared/data/chu_lumbar_t2] [--model CANDIDATE]
+
+``--model`` scores a candidate instead (as ``benchmarks/other_scanner.py --other-labeling`` takes
+it: weights, a run folder or a run's checkpoint file); its table is printed, not written to the docs.
 """
 
 from __future__ import annotations
@@ -144,10 +147,10 @@ def mean_hd95(result: dict) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def report(rows: list[dict], seconds: float) -> str:
+def report(rows: list[dict], seconds: float, model_name: str = "The shipped labeling model") -> str:
     """The docs section: what was changed, and one table row per condition."""
     lines = [f"Machine: {machine()}. Script: `benchmarks/labeling_robustness.py` ({seconds / 60:.0f} min). "
-             "The shipped labeling model on the three held-out Chu cases (chu_17, chu_18, chu_19), each changed "
+             f"{model_name} on the three held-out Chu cases (chu_17, chu_18, chu_19), each changed "
              "as another scanner or protocol would change it; the reference labels go through the same change "
              "(see the script's docstring for each). Scores as in \"Vertebra labeling\": mean Dice over the "
              "levels present, identification rate, cases with all seven levels right, mean HD95 over levels.",
@@ -177,10 +180,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(REPO / "runs" / "labeling" / "robustness.json"))
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--model", default=None, metavar="CANDIDATE",
+                   help="score this labeling model instead of the shipped one (printed, not written to the docs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    model = load_model()
+    if args.model:
+        from benchmarks.other_scanner import labeling_model
+
+        model = labeling_model(args.model)
+    else:
+        model = load_model()
     chu = [(name, *load_chu_case(args.data, name)) for name in CHU_VALIDATION]
     rows = []
     for condition, change in CONDITIONS:
@@ -196,9 +206,9 @@ def main(argv=None) -> int:
               f"all right {result['all_levels_right']}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
-    text = report(rows, time.time() - t0)
+    text = report(rows, time.time() - t0, f"Candidate {args.model}" if args.model else "The shipped labeling model")
     print(text)
-    if not args.no_write:
+    if not (args.no_write or args.model):
         write_section(SECTION, text)
     return 0
 

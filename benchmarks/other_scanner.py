@@ -215,8 +215,10 @@ part). TPTBox sample (`Testing/Data/tptbox_sample_mri`, Apache-2.0, 1.5 mm, thre
 vertebrae, so no level name can be right): Dice of every voxel the model labels against the
 vertebral-body voxels of its reference (subregion {TPTBOX_BODY}). Beside them, the sets of "Vertebra
 labeling" (`benchmarks/labeling.py`): the held-out Chu cases chu_17..19 as they are, cropped at the
-T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..7005). A candidate's
-checkpoint is its run's best.pt, chosen during training by its validation Dice on chu_17..19.
+T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..7005). A candidate named
+by its run folder is that run's best.pt, chosen during training by its 2D validation Dice on
+chu_17..19; one named by its checkpoint.pt is the run's last epoch (the weight average of a run
+trained with `--average`).
 
 {labeling_header}
 {labeling_rows}

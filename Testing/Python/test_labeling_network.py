@@ -193,6 +193,12 @@ def test_averaged_run_keeps_the_average_and_resumes_exactly(tmp_path):
     best = torch.load(tmp_path / "one" / "best.pt", weights_only=True)   # the first epoch is always kept
     for key in first["average"]:                                          # as the average, not the raw weights
         assert torch.equal(best["model"][key], first["average"][key]), key
+    from benchmarks.labeling import load_run_model
+
+    last, info = load_run_model(tmp_path / "full" / "checkpoint.pt")      # a candidate's last epoch: its average
+    assert info["best_epoch"] == info["epochs"] == 2
+    for key, value in last.state_dict().items():
+        assert torch.equal(value, a["average"][key]), key
 
 
 def test_field_of_view_crop_blanks_image_and_labels_together():
