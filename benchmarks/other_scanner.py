@@ -84,10 +84,16 @@ def tumor_free_case(target: Path):
 
 def labeling_model(spec: str):
     """A labeling model given as weights (.safetensors, sha256-checked), a training run folder
-    (its best.pt) or a run's best.pt or checkpoint.pt (the last epoch; see ``load_run_model``)."""
+    (its best.pt) or a run's best.pt or checkpoint.pt (the last epoch; see ``load_run_model``);
+    ``FINDER+NAMER`` (two of those) finds the bodies with the first and names them with the
+    second (:func:`spinetumor.labeling.model.found_and_named`)."""
     from benchmarks.labeling import load_run_model
-    from spinetumor.labeling.model import load_model
+    from spinetumor.labeling.model import found_and_named, load_model
 
+    if "+" in spec:
+        finder, namer = (labeling_model(part)[0] for part in spec.split("+", 1))
+        return found_and_named(finder, namer).eval(), {"name": f"bodies found by {spec.split('+')[0]}, "
+                                                               f"named by {spec.split('+', 1)[1]}"}
     if spec.endswith(".safetensors"):
         return load_model(spec)
     model, info = load_run_model(spec)
@@ -163,7 +169,7 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
     result["labeling"] = {"shipped": labeling_row(load_labeling_model(), sets)}
     for spec in other_labeling:
         pair = labeling_model(spec)
-        result["labeling"][spec if spec.endswith(".safetensors") else pair[1]["name"]] = labeling_row(pair, sets)
+        result["labeling"][spec if spec.endswith(".safetensors") and "+" not in spec else pair[1]["name"]] = labeling_row(pair, sets)
     return result
 
 
@@ -218,7 +224,8 @@ labeling" (`benchmarks/labeling.py`): the held-out Chu cases chu_17..19 as they 
 T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..7005). A candidate named
 by its run folder is that run's best.pt, chosen during training by its 2D validation Dice on
 chu_17..19; one named by its checkpoint.pt is the run's last epoch (the weight average of a run
-trained with `--average`).
+trained with `--average`). A row "bodies found by A, named by B" takes where the bodies are from A
+and which level each is from B (`spinetumor.labeling.model.found_and_named`).
 
 {labeling_header}
 {labeling_rows}
@@ -235,7 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--other-network", action="append", default=[], metavar="WEIGHTS",
                    help="also score this tumor network alone; repeatable")
     p.add_argument("--other-labeling", action="append", default=[], metavar="WEIGHTS_OR_RUN",
-                   help="also run this labeling model (.safetensors; a training run folder, for its best.pt; or a run's best.pt or checkpoint.pt); repeatable")
+                   help="also run this labeling model (.safetensors; a training run folder, for its best.pt; a run's best.pt "
+                        "or checkpoint.pt; or FINDER+NAMER, two of those); repeatable")
     args = p.parse_args(argv)
     t0 = time.time()
     result = run(Path(args.out), other_networks=args.other_network, other_labeling=args.other_labeling)

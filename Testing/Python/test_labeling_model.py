@@ -81,3 +81,28 @@ def test_shipped_model_finds_the_vertebral_bodies_of_another_sites_scan(test_dat
     scores = overlap(label_vertebrae(image, device="cpu", model=load_model()).labels.array > 0, body)
     assert scores["dice"] >= 0.6, f"body Dice {scores['dice']:.3f}"
     assert scores["precision"] >= 0.8                       # what it labels is vertebral body
+
+
+def test_found_and_named_takes_where_from_the_finder_and_which_level_from_the_namer():
+    import torch
+
+    from spinetumor.labeling.model import found_and_named
+
+    class Fixed(torch.nn.Module):
+        """Gives the same class probabilities at every pixel."""
+
+        def __init__(self, probs):
+            super().__init__()
+            self.logits = torch.log(torch.tensor(probs)).view(1, -1, 1, 1)
+
+        def forward(self, x):
+            return self.logits.expand(x.shape[0], -1, x.shape[2], x.shape[3])
+
+    finder = Fixed([0.2, 0.8, 0, 0, 0, 0, 0, 0])                         # vertebra, and calls it T11
+    namer = Fixed([0.9, 0.02, 0.06, 0.02, 0, 0, 0, 0])                   # background, but if a body: T12
+    combined = found_and_named(finder, namer)
+    probs = torch.softmax(combined(torch.zeros(2, 1, 4, 4)), dim=1)[0, :, 0, 0]
+    assert probs[0].item() == pytest.approx(0.2, abs=1e-4)                # where: the finder's
+    assert probs[1:].argmax().item() + 1 == 2                             # which: the namer's (T12)
+    assert probs[2].item() == pytest.approx(0.8 * 0.6, abs=1e-4)
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-4)

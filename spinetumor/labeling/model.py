@@ -111,3 +111,31 @@ def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict
     }
     manifest_path(out_weights).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def found_and_named(finder, namer):
+    """One labeling network made of two: ``finder`` decides where the vertebral bodies are,
+    ``namer`` which level each is.
+
+    Its output is the log of: the finder's background probability, and the namer's level
+    probabilities (renormalized over the levels) times the finder's vertebra probability, so
+    :func:`~spinetumor.labeling.infer.predict_probabilities`' softmax gives those back. Meant for
+    a finder fine-tuned on other scanners' looks (``train labeling --appearance``), which finds
+    more of a body but names less steadily, paired with a namer that names steadily; both must
+    be in eval mode on the same device.
+    """
+    import torch
+    from torch import nn
+
+    class FoundAndNamed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.finder, self.namer = finder, namer
+
+        def forward(self, x):
+            found = torch.softmax(self.finder(x), dim=1)
+            named = torch.softmax(self.namer(x), dim=1)[:, 1:]
+            levels = named / named.sum(dim=1, keepdim=True).clamp_min(1e-6) * (1.0 - found[:, :1])
+            return torch.log(torch.cat([found[:, :1], levels], dim=1).clamp_min(1e-8))
+
+    return FoundAndNamed()
