@@ -266,9 +266,10 @@ def initial_weights(path) -> dict:
 class WeightAverage:
     """Exponential moving average of a model's weights and batch-norm statistics.
 
-    Fine-tuning on nine scans moves the level naming from epoch to epoch; the average over the
-    last ``1 / (1 - decay)`` steps moves much less, so it is what a run with ``average`` > 0
-    validates and keeps as ``best.pt`` (the optimizer keeps training the raw weights).
+    Fine-tuning on nine scans moves the level naming from epoch to epoch; the average over about
+    the last ``1 / (1 - decay)`` steps smooths that out, so it is what a run with ``average`` > 0
+    validates and keeps as ``best.pt`` (the optimizer keeps training the raw weights). It does
+    not stop a steady drift (docs/benchmarks.md, "Another scanner": labeling e1 and e2).
     """
 
     def __init__(self, model, decay: float, state: dict | None = None):
