@@ -7,6 +7,11 @@ output) on a real 381 x 381 x 77 Chu scan as it is and with a phantom tumor inse
 TumorAugmentation. Writes the "## End-to-end pipeline" section of docs/benchmarks.md.
 
     .venv/bin/python benchmarks/pipeline.py [--per-type 2] [--repeat 3] [--baseline REV] [--timing-only]
+                                            [--labeling CANDIDATE]
+
+``--labeling`` runs the phantoms with a candidate labeling model (as ``benchmarks/other_scanner.py
+--other-labeling`` takes it) instead of the shipped one: the section is printed, not written, and
+the real scan is not timed (the command line always uses the shipped model).
 """
 
 from __future__ import annotations
@@ -110,7 +115,14 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", help="a git revision whose code is timed alternately on the real scan")
     parser.add_argument("--timing-only", action="store_true",
                         help="print the real-scan timing paragraph only; docs are not rewritten")
+    parser.add_argument("--labeling", default=None, metavar="CANDIDATE",
+                        help="label with this candidate instead of the shipped model (printed, not written)")
     args = parser.parse_args(argv)
+    candidate = None
+    if args.labeling:
+        from other_scanner import labeling_model
+
+        candidate = labeling_model(args.labeling)
     if args.timing_only:
         print(real_scan_timing(args.repeat, args.baseline) if CHU.exists() else f"{CHU} not found")
         return 0
@@ -120,7 +132,7 @@ def main(argv=None) -> int:
         for _ in range(args.per_type):
             case = generate(seed, tumor=tumor_type)
             start = time.perf_counter()
-            analysis = analyze(case.image, f"phantom {seed}")
+            analysis = analyze(case.image, f"phantom {seed}", labeling_model=candidate)
             total = time.perf_counter() - start
             stage_times.append(analysis.report["timings_s"])
             truth = case.truth["tumors"][0]
@@ -135,15 +147,16 @@ def main(argv=None) -> int:
             })
             print(rows[-1], flush=True)
             seed += 1
-    real = real_scan_timing(args.repeat, args.baseline) if CHU.exists() else ""
+    real = real_scan_timing(args.repeat, args.baseline) if CHU.exists() and not candidate else ""
     stages = list(stage_times[0])
     mean = {s: np.mean([t[s] for t in stage_times]) for s in stages}
     n = len(rows)
     found = [r for r in rows if r["found"]]
     lines = [
         f"Machine: {machine()}. Script: `benchmarks/pipeline.py --per-type {args.per_type} --repeat {args.repeat}"
-        f"{' --baseline ' + args.baseline if args.baseline else ''}`, "
-        f"the shipped models, fresh phantoms (seeds 900000+), {args.per_type} per tumor type.",
+        f"{' --baseline ' + args.baseline if args.baseline else ''}{' --labeling ' + args.labeling if candidate else ''}`, "
+        + (f"labeling by the candidate {candidate[1]['name']}, the other models shipped" if candidate else "the shipped models")
+        + f", fresh phantoms (seeds 900000+), {args.per_type} per tumor type.",
         "",
         f"- Tumor found (a detected component overlaps the true tumor): {sum(r['found'] for r in rows)}/{n}",
         f"- Type right (CNN), among all tumors: {sum(r['type_right'] for r in rows)}/{n}",
@@ -166,7 +179,10 @@ def main(argv=None) -> int:
               f"tumor as wrong. Vertebra labeling quality is in its own section. {len(rows)} phantoms are a small "
               "sample: the per-stage figures are in their own sections (levels from true tumor masks in "
               "\"Localization\"). Times are wall clock with nothing else running unless stated."]
-    write_section("End-to-end pipeline", "\n".join(lines) + "\n")
+    if candidate:
+        print("\n".join(lines))
+    else:
+        write_section("End-to-end pipeline", "\n".join(lines) + "\n")
     return 0
 
 
