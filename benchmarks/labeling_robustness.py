@@ -21,8 +21,8 @@ docs/benchmarks.md.
 
     .venv/bin/python benchmarks/labeling_robustness.py [--data ../shared/data/chu_lumbar_t2] [--model CANDIDATE]
 
-``--model`` scores a candidate instead (as ``benchmarks/other_scanner.py --other-labeling`` takes
-it: weights, a run folder or a run's checkpoint file); its table is printed, not written to the docs.
+``--model`` scores a candidate instead (as ``benchmarks.labeling.labeling_model`` reads it:
+weights, a run folder, a run's checkpoint file or a FINDER+NAMER pair); its table is printed, not written to the docs.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.model:
-        from benchmarks.other_scanner import labeling_model
+        from benchmarks.labeling import labeling_model
 
         model = labeling_model(args.model)
     else:

@@ -82,25 +82,6 @@ def tumor_free_case(target: Path):
     return prepared_from_volumes(image, empty, found.canal, found.cord, vertebrae, "none", name="sct")
 
 
-def labeling_model(spec: str):
-    """A labeling model given as weights (.safetensors, sha256-checked), a training run folder
-    (its best.pt) or a run's best.pt or checkpoint.pt (the last epoch; see ``load_run_model``);
-    ``FINDER+NAMER`` (two of those) finds the bodies with the first and names them with the
-    second (:func:`spinetumor.labeling.model.found_and_named`)."""
-    from benchmarks.labeling import load_run_model
-    from spinetumor.labeling.model import found_and_named, load_model
-
-    if "+" in spec:
-        finder, namer = (labeling_model(part)[0] for part in spec.split("+", 1))
-        return found_and_named(finder, namer).eval(), {"name": f"bodies found by {spec.split('+')[0]}, "
-                                                               f"named by {spec.split('+', 1)[1]}"}
-    if spec.endswith(".safetensors"):
-        return load_model(spec)
-    model, info = load_run_model(spec)
-    which = Path(spec).name if spec.endswith(".pt") else "best.pt"
-    return model, {"name": f"{spec} ({which}: epoch {info['best_epoch']} of {info['epochs']})"}
-
-
 def reference_sets(chu_dir: Path, phantoms: int = 6) -> dict:
     """The sets ``benchmarks/labeling.py`` scores a labeling model on: the held-out Chu cases as
     they are, cropped at the T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..);
@@ -137,6 +118,7 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
     """Build (or resume) the dataset and score the shipped models on it."""
     from spinetumor.augmentation.dataset import augment_dataset, find_targets, read_training_cases
     from spinetumor.classification.model import load_model as load_cnn
+    from benchmarks.labeling import labeling_model
     from spinetumor.labeling.model import load_model as load_labeling_model
     from spinetumor.segmentation.train import augmented_cases
     from spinetumor.segmentation.tumor import load_tumor_model
@@ -169,7 +151,7 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
     result["labeling"] = {"shipped": labeling_row(load_labeling_model(), sets)}
     for spec in other_labeling:
         pair = labeling_model(spec)
-        result["labeling"][spec if spec.endswith(".safetensors") and "+" not in spec else pair[1]["name"]] = labeling_row(pair, sets)
+        result["labeling"][pair[1]["name"]] = labeling_row(pair, sets)
     return result
 
 

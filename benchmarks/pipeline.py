@@ -9,8 +9,8 @@ TumorAugmentation. Writes the "## End-to-end pipeline" section of docs/benchmark
     .venv/bin/python benchmarks/pipeline.py [--per-type 2] [--repeat 3] [--baseline REV] [--timing-only]
                                             [--labeling CANDIDATE]
 
-``--labeling`` runs the phantoms with a candidate labeling model (as ``benchmarks/other_scanner.py
---other-labeling`` takes it) instead of the shipped one: the section is printed, not written, and
+``--labeling`` runs the phantoms with a candidate labeling model (as
+``benchmarks.labeling.labeling_model`` reads it) instead of the shipped one: the section is printed, not written, and
 the real scan is not timed (the command line always uses the shipped model).
 """
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     candidate = None
     if args.labeling:
-        from other_scanner import labeling_model
+        from labeling import labeling_model
 
         candidate = labeling_model(args.labeling)
     if args.timing_only:

@@ -121,8 +121,8 @@ def found_and_named(finder, namer):
     probabilities (renormalized over the levels) times the finder's vertebra probability, so
     :func:`~spinetumor.labeling.infer.predict_probabilities`' softmax gives those back. Meant for
     a finder fine-tuned on other scanners' looks (``train labeling --appearance``), which finds
-    more of a body but names less steadily, paired with a namer that names steadily; both must
-    be in eval mode on the same device.
+    more of a body but names less steadily, paired with a namer that names steadily. The two are
+    its submodules, so ``.to(device)`` and ``.eval()`` on it reach both.
     """
     import torch
     from torch import nn
