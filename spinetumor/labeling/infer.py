@@ -40,14 +40,16 @@ class LevelResult:
 #: L5-S1 disc (8-12 mm) and the top of S1. The names lean on the sacrum (L5 sits on it); a
 #: field of view ending above it leaves the network the bodies' appearance alone, and names
 #: then come out one level off in some scans (docs/benchmarks.md, "Vertebra labeling").
-#: Full lumbar fields of view hold 87-122 mm below L5 on the held-out Chu scans and 58-107 mm on
-#: fresh phantoms; cut at the L3-L4 disc, 0-7 mm below L3 (``benchmarks/labeling.py``).
+#: Full lumbar fields of view hold 87-121 mm below L5 on the held-out Chu scans and 55-106 mm on
+#: fresh phantoms; cut at the L3-L4 disc, 0-1 mm below L3 (``benchmarks/labeling.py``; 87-122,
+#: 58-107 and 0-7 mm with the single network shipped before, when the threshold was chosen).
 SACRUM_VIEW_MM = 20.0
 
 #: Volume (ml) under which a labeled level is a body found only in part. Whole vertebral bodies
-#: T11..L5 hold about 15-45 ml; the shipped model gives 20.5-39.0 ml on the held-out Chu scans and
-#: 15.1-47.7 ml on fresh phantoms (``benchmarks/labeling.py``), and 2.1-2.7 ml for the three
-#: uppermost bodies of the SCT sample of another scanner, which it finds only in patches.
+#: T11..L5 hold about 15-45 ml; the shipped model gives 20.6-40.8 ml on the held-out Chu scans and
+#: 18.3-53.2 ml on fresh phantoms (``benchmarks/labeling.py``), and 2.0-2.9 ml for the two
+#: uppermost bodies of the SCT sample of another scanner, which it finds only in patches. (The
+#: threshold was chosen with the single network shipped before: 20.5-39.0, 15.1-47.7 and 2.1-2.7 ml.)
 PARTIAL_BODY_ML = 5.0
 
 

@@ -4,6 +4,9 @@ The manifest (``vertebra_labeling.json`` beside the weights) records the sha256 
 weights file, the architecture, the input spacing, the training data and split, the
 command that produced the model, its validation metrics and the date. :func:`load_model`
 refuses weights whose sha256 differs from the manifest's. Nothing is ever unpickled.
+
+A manifest with ``"composition": "found_and_named"`` describes two networks of the same
+architecture in one file (tensors ``finder.*`` and ``namer.*``), joined by :func:`found_and_named`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from . import SPACING_MM, TILE
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_WEIGHTS = MODELS_DIR / "vertebra_labeling.safetensors"
+FOUND_AND_NAMED = "found_and_named"     # manifest composition: two networks, see found_and_named
 
 
 class ModelError(RuntimeError):
@@ -83,14 +87,25 @@ def load_model(path=None, device=None):
     manifest = verified_manifest(weights)
     if abs(float(manifest.get("input_spacing_mm", SPACING_MM)) - SPACING_MM) > 1e-6:
         raise ModelError(f"{weights}: trained at {manifest.get('input_spacing_mm')} mm, this engine uses {SPACING_MM} mm")
-    model = build_unet(NetConfig.from_dict(manifest["architecture"]))
+    config = NetConfig.from_dict(manifest["architecture"])
+    composition = manifest.get("composition", "single")
+    if composition == "single":
+        model = build_unet(config)
+    elif composition == FOUND_AND_NAMED:
+        model = found_and_named(build_unet(config), build_unet(config))
+    else:
+        raise ModelError(f"{weights}: unknown model composition {composition!r} in the manifest")
     model.load_state_dict(load_file(str(weights)))
     device = torch.device(device) if device is not None else torch.device("cpu")
     return for_inference(model, device), manifest
 
 
-def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict) -> dict:
-    """Write ``state_dict`` as safetensors and its manifest (sha256, architecture, spacing, extras)."""
+def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict, composition: str = "single") -> dict:
+    """Write ``state_dict`` as safetensors and its manifest (sha256, architecture, spacing, extras).
+
+    ``composition``: ``"single"`` (one U-Net) or ``"found_and_named"`` (the state dict of
+    :func:`found_and_named`, two U-Nets of architecture ``net_config``).
+    """
     from safetensors.torch import save_file
 
     from ..labels import VERTEBRAE
@@ -104,6 +119,7 @@ def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict
         "sha256": sha256_of(out_weights),
         "size_bytes": out_weights.stat().st_size,
         "architecture": dict(net_config),
+        "composition": composition,
         "input_spacing_mm": SPACING_MM,
         "tile": TILE,
         "labels": {"0": "background", **{str(lab.value): lab.key for lab in VERTEBRAE}},
@@ -114,15 +130,16 @@ def export_model(state_dict, net_config: dict, out_weights, manifest_extra: dict
 
 
 def found_and_named(finder, namer):
-    """One labeling network made of two: ``finder`` decides where the vertebral bodies are,
-    ``namer`` which level each is.
+    """One labeling network made of two: a voxel is vertebral body where either network finds
+    one, and ``namer`` decides which level.
 
-    Its output is the log of: the finder's background probability, and the namer's level
-    probabilities (renormalized over the levels) times the finder's vertebra probability, so
+    Its output is the log of: the smaller of the two background probabilities, and the namer's
+    level probabilities (renormalized over the levels) times one minus that background, so
     :func:`~spinetumor.labeling.infer.predict_probabilities`' softmax gives those back. Meant for
     a finder fine-tuned on other scanners' looks (``train labeling --appearance``), which finds
-    more of a body but names less steadily, paired with a namer that names steadily. The two are
-    its submodules, so ``.to(device)`` and ``.eval()`` on it reach both.
+    more of a body but names less steadily, paired with a namer that names steadily; each finds
+    bodies (or patches of one) that the other misses on some scanners. The two are its
+    submodules, so ``.to(device)`` and ``.eval()`` on it reach both.
     """
     import torch
     from torch import nn
@@ -133,9 +150,9 @@ def found_and_named(finder, namer):
             self.finder, self.namer = finder, namer
 
         def forward(self, x):
-            found = torch.softmax(self.finder(x), dim=1)
-            named = torch.softmax(self.namer(x), dim=1)[:, 1:]
-            levels = named / named.sum(dim=1, keepdim=True).clamp_min(1e-6) * (1.0 - found[:, :1])
-            return torch.log(torch.cat([found[:, :1], levels], dim=1).clamp_min(1e-8))
+            named = torch.softmax(self.namer(x), dim=1)
+            background = torch.minimum(torch.softmax(self.finder(x), dim=1)[:, :1], named[:, :1])
+            levels = named[:, 1:] / named[:, 1:].sum(dim=1, keepdim=True).clamp_min(1e-6) * (1.0 - background)
+            return torch.log(torch.cat([background, levels], dim=1).clamp_min(1e-8))
 
     return FoundAndNamed()

@@ -1,8 +1,12 @@
 """Turn a training run into the shipped model: safetensors weights + manifest with validation metrics.
 
     python -m spinetumor.labeling.ship --run runs/labeling/main [--out spinetumor/models/vertebra_labeling.safetensors]
+        [--last] [--namer NAMER.safetensors]
 
-The best checkpoint of the run (by validation Dice during training) is exported; the
+The best checkpoint of the run (by validation Dice during training) is exported, or with
+``--last`` the last epoch's weights (their average when the run kept one). With ``--namer`` the
+run's network becomes the finder of a found-and-named pair whose level names come from the
+namer's weights (:func:`~spinetumor.labeling.model.found_and_named`); both go into one file. The
 validation cases are then labeled end to end (:func:`~spinetumor.labeling.infer.label_vertebrae`,
 post-processing included) and scored with :func:`~spinetumor.labeling.commands.evaluate_labels`;
 those numbers go into the manifest.
@@ -53,17 +57,44 @@ def evaluate_cases(model_pair, cases, device="cpu", postprocess: bool = True) ->
             "all_levels_right": f"{sum(c['all_levels_right'] for c in per_case.values())}/{len(per_case)}"}
 
 
-def ship(run_dir, out=DEFAULT_WEIGHTS, command: str = "", chu_dir=None) -> dict:
-    """Export ``run_dir/best.pt`` to ``out`` with a manifest holding the validation metrics."""
+def run_weights(run_dir: Path, last: bool):
+    """(state dict, epoch) of a run: ``best.pt``, or with ``last`` the last epoch of
+    ``checkpoint.pt`` (its weight average when the run kept one)."""
+    import torch
+
+    chosen = torch.load(run_dir / ("checkpoint.pt" if last else "best.pt"), map_location="cpu", weights_only=True)
+    return chosen.get("average") or chosen["model"], int(chosen["epoch"]) + 1
+
+
+def with_namer(finder_state: dict, namer_weights) -> tuple:
+    """(state dict of the found-and-named pair, the namer's provenance for the manifest)."""
+    from safetensors.torch import load_file
+
+    from .model import ModelError, verified_manifest
+
+    namer_manifest = verified_manifest(namer_weights, "namer")
+    if namer_manifest.get("composition", "single") != "single":
+        raise ModelError(f"{namer_weights}: the namer must be one network")
+    state = {**{f"finder.{k}": v for k, v in finder_state.items()},
+             **{f"namer.{k}": v for k, v in load_file(str(namer_weights)).items()}}
+    provenance = {key: namer_manifest[key] for key in ("sha256", "date", "command", "training", "validation")
+                  if key in namer_manifest}
+    return state, provenance
+
+
+def ship(run_dir, out=DEFAULT_WEIGHTS, command: str = "", chu_dir=None, last: bool = False, namer=None) -> dict:
+    """Export a run's weights (``best.pt``, or the last epoch) to ``out`` with a manifest holding
+    the validation metrics; with ``namer`` (safetensors of one network) as a found-and-named pair."""
     import torch
 
     from .dataset import load_chu_case
+    from .model import FOUND_AND_NAMED
     from .train import TrainConfig
 
     run_dir = Path(run_dir)
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(json.loads(best["config"]))
+    state, epoch = run_weights(run_dir, last)
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(json.loads(ckpt["config"]))
     history = json.loads(ckpt["history"])
     chu_dir = Path(chu_dir) if chu_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "chu_lumbar_t2"
     extra = {
@@ -76,13 +107,20 @@ def ship(run_dir, out=DEFAULT_WEIGHTS, command: str = "", chu_dir=None) -> dict:
                      if config.phantoms else "none"},
             "split": {"train": list(config.train_cases), "validation": list(config.val_cases)},
             "config": config.to_dict(),
-            "best_epoch": int(best["epoch"]) + 1,
+            "epoch_shipped": epoch,
+            "weights_shipped": "last epoch" + (" (weight average)" if config.average else "") if last
+                               else "best validation epoch",
             "epochs_run": len(history),
             "training_seconds": round(sum(h["seconds"] for h in history), 1),
             "val_dice_2d_grid_by_epoch": [round(h["val_dice"], 4) for h in history],
         },
     }
-    manifest = export_model(best["model"], config.net, out, extra)
+    composition = "single"
+    if namer:
+        state, extra["namer"] = with_namer(state, namer)
+        composition = FOUND_AND_NAMED
+        extra["training"]["role"] = "finder: where the vertebral bodies are; the namer names their levels"
+    manifest = export_model(state, config.net, out, extra, composition)
     pair = load_model(out)
     cases = [(name, *load_chu_case(chu_dir, name)) for name in config.val_cases]
     metrics = evaluate_cases(pair, cases)
@@ -105,10 +143,13 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True)
     p.add_argument("--out", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--command", default="", help="the training command to record in the manifest")
+    p.add_argument("--last", action="store_true", help="ship the last epoch's weights instead of best.pt")
+    p.add_argument("--namer", default=None,
+                   help="safetensors of a network that names the levels; the run's network then only finds the bodies")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    manifest = ship(args.run, args.out, args.command)
+    manifest = ship(args.run, args.out, args.command, last=args.last, namer=args.namer)
     print(json.dumps(manifest["validation"], indent=2))
     return 0
 

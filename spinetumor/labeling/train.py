@@ -250,17 +250,31 @@ def load_checkpoint(path) -> dict:
 def initial_weights(path) -> dict:
     """Model weights to fine-tune from: a ``best.pt``/``checkpoint.pt`` of this trainer or shipped safetensors.
 
-    Checkpoints are read with ``weights_only=True`` and safetensors hold tensors only, so
-    nothing is unpickled.
+    Safetensors holding two networks (a found-and-named pair, see
+    :func:`~spinetumor.labeling.model.found_and_named`) must be given with the part to start
+    from: ``FILE:finder`` or ``FILE:namer``. Checkpoints are read with ``weights_only=True`` and
+    safetensors hold tensors only, so nothing is unpickled.
     """
     import torch
 
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    name, _, part = str(path).rpartition(":")
+    path, part = (Path(name), part) if name and part in ("finder", "namer") else (Path(path), "")
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    from .model import ModelError
+
+    tensors = load_file(str(path))
+    parts = {key.split(".", 1)[0] for key in tensors}
+    if parts != {"finder", "namer"}:
+        if part:
+            raise ModelError(f"{path}: holds one network; give it without ':{part}'")
+        return tensors
+    if not part:
+        raise ModelError(f"{path}: holds two networks (bodies found by one, named by the other); "
+                         f"give {path}:finder or {path}:namer")
+    return {key.split(".", 1)[1]: value for key, value in tensors.items() if key.startswith(part + ".")}
 
 
 class WeightAverage:
@@ -394,6 +408,7 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     if config.ordinal_weight is None:
         config.ordinal_weight = 0.0
     device = select_device(device) if not hasattr(device, "type") else device
+    start_weights = initial_weights(config.init_from) if config.init_from and not ckpt else None  # fail early
     chu_dir = Path(chu_dir) if chu_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "chu_lumbar_t2"
     if cache is not None and Path(cache).exists():
         cache_path = Path(cache)                  # prepared by the caller (tests, experiments)
@@ -411,8 +426,8 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     model = build_unet(NetConfig.from_dict(config.net)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history, start = [], 0
-    if config.init_from and not ckpt:
-        model.load_state_dict(initial_weights(config.init_from))
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
         log(f"initialized from {config.init_from}")
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -486,7 +501,8 @@ def add_arguments(p) -> None:
     p.add_argument("--chu-dir", default=None, help="folder of the Chu cases")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--init", default="",
-                   help="start from these weights (best.pt, checkpoint.pt or .safetensors) instead of random ones")
+                   help="start from these weights (best.pt, checkpoint.pt or .safetensors; FILE:finder or "
+                        "FILE:namer for one network of a pair) instead of random ones")
     p.add_argument("--fov-crop", type=float, default=TrainConfig.fov_crop,
                    help="probability of simulating a partial field of view (top or bottom cut)")
     p.add_argument("--low-resolution", type=float, default=TrainConfig.low_resolution,
