@@ -98,14 +98,15 @@ def labeling_model(spec: str):
     """(model, info) for a labeling model named on a benchmark's command line, ``info["name"]``
     naming it in the tables: weights (.safetensors, sha256-checked; named by their path), a
     training run folder (its best.pt), a run's best.pt or checkpoint.pt (the last epoch; see
-    :func:`load_run_model`), or ``FINDER+NAMER``, two of those, whose bodies come from the first
-    and level names from the second (:func:`spinetumor.labeling.model.found_and_named`)."""
+    :func:`load_run_model`), or ``FINDER+NAMER``, two of those joined as the shipped pair is
+    (:func:`spinetumor.labeling.model.found_and_named`: a body where either finds one, the level
+    from the second)."""
     from spinetumor.labeling.model import found_and_named, load_model
 
     if "+" in spec:
         finder_spec, namer_spec = spec.split("+", 1)
         model = found_and_named(labeling_model(finder_spec)[0], labeling_model(namer_spec)[0])
-        return model.eval(), {"name": f"bodies found by {finder_spec}, named by {namer_spec}"}
+        return model.eval(), {"name": f"{finder_spec} + {namer_spec}"}
     if spec.endswith(".safetensors"):
         model, manifest = load_model(spec)
         return model, {**manifest, "name": spec}

@@ -206,8 +206,8 @@ labeling" (`benchmarks/labeling.py`): the held-out Chu cases chu_17..19 as they 
 T12-L1 disc and cut at the L3-L4 disc, and fresh phantoms (seeds 7000..7005). A candidate named
 by its run folder is that run's best.pt, chosen during training by its 2D validation Dice on
 chu_17..19; one named by its checkpoint.pt is the run's last epoch (the weight average of a run
-trained with `--average`). A row "bodies found by A, named by B" takes where the bodies are from A
-and which level each is from B (`spinetumor.labeling.model.found_and_named`).
+trained with `--average`). The shipped model is itself two networks (`spinetumor.labeling.model.found_and_named`:
+a body where either finds one, the level from the namer; "Vertebra labeling"); a row "A + B" is such a pair of candidates.
 
 {labeling_header}
 {labeling_rows}

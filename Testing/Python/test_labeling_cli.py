@@ -117,3 +117,19 @@ def test_train_labeling_is_a_subcommand(capsys):
         main(["train", "labeling", "--help"])
     assert exit_info.value.code == 0
     assert "--resume" in capsys.readouterr().out
+
+
+def test_train_labeling_from_a_pair_without_its_part_exits_2_before_any_work(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from spinetumor.labeling.model import FOUND_AND_NAMED, export_model, found_and_named
+    from spinetumor.labeling.network import NetConfig, build_unet
+
+    torch.manual_seed(0)
+    config = NetConfig(depth=4, base=2)
+    weights = tmp_path / "pair.safetensors"
+    export_model(found_and_named(build_unet(config), build_unet(config)).state_dict(), config.to_dict(), weights, {},
+                 FOUND_AND_NAMED)
+    out = tmp_path / "run"
+    assert main(["train", "labeling", "--out", str(out), "--init", str(weights), "--chu-dir", str(tmp_path)]) == 2
+    assert "holds two networks" in one_error_line(capsys, "train")
+    assert not (out / "slices.npz").exists()

@@ -149,3 +149,5 @@ def test_fine_tuning_from_a_pair_names_the_network_to_start_from(tmp_path):
     export_model(finder.state_dict(), config.to_dict(), single, {})
     with pytest.raises(ModelError, match="holds one network"):
         initial_weights(f"{single}:namer")
+    with pytest.raises(ModelError, match="weights to start from not found"):
+        initial_weights(tmp_path / "missing.safetensors")

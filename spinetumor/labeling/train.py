@@ -257,13 +257,15 @@ def initial_weights(path) -> dict:
     """
     import torch
 
+    from .model import ModelError
+
     name, _, part = str(path).rpartition(":")
     path, part = (Path(name), part) if name and part in ("finder", "namer") else (Path(path), "")
+    if not path.is_file():
+        raise ModelError(f"{path}: weights to start from not found")
     if path.suffix != ".safetensors":
         return torch.load(path, map_location="cpu", weights_only=True)["model"]
     from safetensors.torch import load_file
-
-    from .model import ModelError
 
     tensors = load_file(str(path))
     parts = {key.split(".", 1)[0] for key in tensors}
@@ -272,7 +274,7 @@ def initial_weights(path) -> dict:
             raise ModelError(f"{path}: holds one network; give it without ':{part}'")
         return tensors
     if not part:
-        raise ModelError(f"{path}: holds two networks (bodies found by one, named by the other); "
+        raise ModelError(f"{path}: holds two networks (a found-and-named pair); "
                          f"give {path}:finder or {path}:namer")
     return {key.split(".", 1)[1]: value for key, value in tensors.items() if key.startswith(part + ".")}
 
