@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -55,18 +56,21 @@ SEED = 3
 TITLE = "Another scanner: inserted tumors"
 
 
-def labeled_target(folder: Path) -> tuple[Path, list[str]]:
+def labeled_target(folder: Path) -> tuple[Path, list[str], bool]:
     """The SCT scan and the shipped labeling model's vertebrae beside it, as an augmentation target
-    (``folder/sct_t2.nii.gz``, ``folder/sct_vertebrae.nii.gz``); also the levels found."""
+    (``folder/sct_t2.nii.gz``, ``folder/sct_vertebrae.nii.gz``); also the levels found, and whether
+    the labels differ from those a previous run left there (its tumors were placed by them)."""
     from spinetumor.io import read_volume, write_volume
     from spinetumor.labeling.infer import label_vertebrae
 
     folder.mkdir(parents=True, exist_ok=True)
     image = read_volume(SAMPLE)
     result = label_vertebrae(image, device="cpu")
+    labels_path = folder / "sct_vertebrae.nii.gz"
+    changed = not labels_path.exists() or not np.array_equal(read_volume(labels_path).array, result.labels.array)
     write_volume(image, folder / "sct_t2.nii.gz")
-    write_volume(result.labels, folder / "sct_vertebrae.nii.gz")
-    return folder / "sct_t2.nii.gz", [lv.name for lv in result.levels.values() if lv.present]
+    write_volume(result.labels, labels_path)
+    return folder / "sct_t2.nii.gz", [lv.name for lv in result.levels.values() if lv.present], changed
 
 
 def tumor_free_case(target: Path):
@@ -124,7 +128,10 @@ def run(out: Path, log=print, other_networks=(), other_labeling=(), chu_dir: Pat
     from spinetumor.segmentation.tumor import load_tumor_model
     from spinetumor.segmentation.tumor_net import load_tumor_net
 
-    target, levels = labeled_target(out / "target")
+    target, levels, relabeled = labeled_target(out / "target")
+    if relabeled and (out / "test").exists():
+        log("the SCT scan's vertebra labels changed: its tumors are placed anew")
+        shutil.rmtree(out / "test")
     patches = sources(TEST_SOURCE_SEED, TEST_SOURCES_PER_TYPE, log)
     summary = augment_dataset(patches, find_targets([target]), out / "test", per_slice=POSITIONS, mode="3d", seed=SEED)
     log(f"{summary['samples']} samples ({summary['written']} new)")

@@ -69,8 +69,8 @@ def test_shipped_model_names_every_body_of_the_bundled_thoracolumbar_sample():
 def test_shipped_model_finds_the_vertebral_bodies_of_another_sites_scan(test_data):
     """The TPTBox sample (another site and scanner, 1.5 mm, PIR) holds three cervical vertebrae:
     no lumbar name can be right, but the bodies must be found. Dice of every labeled voxel
-    against the reference's vertebral-body voxels (subregion 49); 0.70 when written
-    (benchmarks/other_scanner.py)."""
+    against the reference's vertebral-body voxels (subregion 49); 0.807 with the shipped pair
+    when written, 0.700 with the single network shipped before (benchmarks/other_scanner.py)."""
     from spinetumor.io import read_volume
     from spinetumor.labeling.infer import label_vertebrae
     from spinetumor.metrics import overlap
@@ -79,7 +79,7 @@ def test_shipped_model_finds_the_vertebral_bodies_of_another_sites_scan(test_dat
     image = read_volume(folder / "sub-mri_label-6_T2w.nii.gz")
     body = read_volume(folder / "sub-mri_seg-subreg_label-6_msk.nii.gz").array == 49
     scores = overlap(label_vertebrae(image, device="cpu", model=load_model()).labels.array > 0, body)
-    assert scores["dice"] >= 0.6, f"body Dice {scores['dice']:.3f}"
+    assert scores["dice"] >= 0.75, f"body Dice {scores['dice']:.3f}"
     assert scores["precision"] >= 0.8                       # what it labels is vertebral body
 
 
