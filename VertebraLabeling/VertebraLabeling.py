@@ -42,14 +42,14 @@ class VertebraLabeling(ScriptedLoadableModule):
         self.parent.dependencies = ["Segmentations", "Markups"]
         self.parent.contributors = ["SpineTumor developers"]
         self.parent.helpText = _(
-            "Labels the vertebral bodies T11, T12 and L1-L5 in a sagittal T2 lumbar spine MRI with an "
-            "attention U-Net: one segment per level, the level names at the body centroids and a table "
+            "Labels the vertebral bodies T11, T12 and L1-L5 in a sagittal T2 lumbar spine MRI with two "
+            "attention U-Nets (a body is where either finds one; one of them names the level): one segment per level, the level names at the body centroids and a table "
             "of volumes, centroids and confidences. Landmarks (a centroid and two corners per body, "
             "points named 'L3' and 'L3-corner') can be turned into masks for training or correction. "
             "See the <a href=\"https://github.com/SpineTumor/SlicerSpineTumor#readme\">README</a>.")
         self.parent.acknowledgementText = _(
             "The labeling method follows Pal et al., automatic vertebra labeling and tumor localization "
-            "in lumbar spine T2 MRI with an attention U-Net. The network is trained on the lumbar T2 data of "
+            "in lumbar spine T2 MRI with an attention U-Net. The networks are trained on the lumbar T2 data of "
             "Chu et al. 2015, PLoS One, 'Fully automatic localization and segmentation of 3D vertebral "
             "bodies from CT/MR images via a learning-based method' (Zenodo record 22304).")
         slicer.app.connect("startupCompleted()", registerTerminology)
