@@ -151,3 +151,18 @@ def test_fine_tuning_from_a_pair_names_the_network_to_start_from(tmp_path):
         initial_weights(f"{single}:namer")
     with pytest.raises(ModelError, match="weights to start from not found"):
         initial_weights(tmp_path / "missing.safetensors")
+
+
+def test_a_namer_of_another_architecture_is_refused(tmp_path):
+    from spinetumor.labeling.model import ModelError, export_model
+    from spinetumor.labeling.network import NetConfig, build_unet
+    from spinetumor.labeling.ship import with_namer
+
+    finder, other = NetConfig(depth=4, base=2), NetConfig(depth=4, base=4)
+    namer = tmp_path / "namer.safetensors"
+    export_model(build_unet(other).state_dict(), other.to_dict(), namer, {"date": "2026-12-07"})
+    with pytest.raises(ModelError, match="architecture"):
+        with_namer(build_unet(finder).state_dict(), finder.to_dict(), namer)
+    state, provenance = with_namer(build_unet(other).state_dict(), other.to_dict(), namer)
+    assert provenance["sha256"] == sha256_of(namer) and provenance["date"] == "2026-12-07"
+    assert {key.split(".", 1)[0] for key in state} == {"finder", "namer"}

@@ -66,8 +66,10 @@ def run_weights(run_dir: Path, last: bool):
     return chosen.get("average") or chosen["model"], int(chosen["epoch"]) + 1
 
 
-def with_namer(finder_state: dict, namer_weights) -> tuple:
-    """(state dict of the found-and-named pair, the namer's provenance for the manifest)."""
+def with_namer(finder_state: dict, net_config: dict, namer_weights) -> tuple:
+    """(state dict of the found-and-named pair, the namer's provenance for the manifest).
+
+    The namer must be one network of the finder's architecture ``net_config``."""
     from safetensors.torch import load_file
 
     from .model import ModelError, verified_manifest
@@ -75,6 +77,9 @@ def with_namer(finder_state: dict, namer_weights) -> tuple:
     namer_manifest = verified_manifest(namer_weights, "namer")
     if namer_manifest.get("composition", "single") != "single":
         raise ModelError(f"{namer_weights}: the namer must be one network")
+    if dict(namer_manifest["architecture"]) != dict(net_config):
+        raise ModelError(f"{namer_weights}: the namer's architecture {namer_manifest['architecture']} differs from "
+                         f"the finder's {dict(net_config)}")
     state = {**{f"finder.{k}": v for k, v in finder_state.items()},
              **{f"namer.{k}": v for k, v in load_file(str(namer_weights)).items()}}
     provenance = {key: namer_manifest[key] for key in ("sha256", "date", "command", "training", "validation")
@@ -117,9 +122,10 @@ def ship(run_dir, out=DEFAULT_WEIGHTS, command: str = "", chu_dir=None, last: bo
     }
     composition = "single"
     if namer:
-        state, extra["namer"] = with_namer(state, namer)
+        state, extra["namer"] = with_namer(state, config.net, namer)
         composition = FOUND_AND_NAMED
-        extra["training"]["role"] = "finder: where the vertebral bodies are; the namer names their levels"
+        extra["training"]["role"] = ("finder: with the namer, where the vertebral bodies are (a body where either "
+                                     "finds one); the namer names their levels")
     manifest = export_model(state, config.net, out, extra, composition)
     pair = load_model(out)
     cases = [(name, *load_chu_case(chu_dir, name)) for name in config.val_cases]
