@@ -240,3 +240,15 @@ def test_negatives_come_as_they_are_and_as_3_and_5_mm_acquisitions_and_the_cli_c
     code = main(["train", "segmentation", "--out", str(tmp_path / "rf"), "--negatives", str(tmp_path / "x.nii.gz")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "NAME_t2.nii.gz" in err[0]
+
+
+def test_feature_columns_take_the_rows_asked_for_in_the_order_of_the_names():
+    from spinetumor.segmentation.features import FeatureStack
+
+    values = np.arange(20, dtype=np.float32).reshape(5, 4)
+    stack = FeatureStack(box=(), factor=(1, 1), roi=np.ones((1, 1, 5), bool), values=values,
+                         names=("a", "b", "c", "d"), reference=1.0, slices_kept=np.array([0]))
+    rows = np.array([True, False, True, False, True])
+    np.testing.assert_array_equal(stack.columns(["c", "a"], rows), [[2, 0], [10, 8], [18, 16]])
+    np.testing.assert_array_equal(stack.columns(["d"], np.array([3, 1])), [[15], [7]])
+    np.testing.assert_array_equal(stack.columns(["b", "d"]), values[:, [1, 3]])

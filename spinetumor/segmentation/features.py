@@ -115,10 +115,12 @@ class FeatureStack:
     reference: float
     slices_kept: np.ndarray
 
-    def columns(self, names) -> np.ndarray:
-        """The feature matrix restricted to ``names`` (in that order)."""
+    def columns(self, names, rows=None) -> np.ndarray:
+        """The feature matrix restricted to ``names`` (in that order) and to ``rows`` (a boolean
+        mask or indices of the ROI voxels; default all). Rows are taken first, so only the rows
+        asked for are copied."""
         index = [self.names.index(n) for n in names]
-        return self.values[:, index]
+        return (self.values if rows is None else self.values[rows])[:, index]
 
 
 def axis_spacing(canon) -> np.ndarray:

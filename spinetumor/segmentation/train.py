@@ -224,7 +224,7 @@ def case_samples(prep: PreparedCase, denoiser: str, clusters: int, rng, names, n
             rng.choice(hard, size=min(n_half, hard.size), replace=False) if hard.size else hard,
             rng.choice(other, size=min(n_half, other.size), replace=False)]
     index = np.unique(np.concatenate(pick))
-    return stack.columns(names)[index], y[index].astype(np.uint8)
+    return stack.columns(names, index), y[index].astype(np.uint8)
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, seed: int = 0, n_jobs: int = 1, **overrides):

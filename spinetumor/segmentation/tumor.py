@@ -258,14 +258,14 @@ def predict_working(forest, stack, names) -> np.ndarray:
     lattice = np.zeros((roi.shape[0], (roi.shape[1] + 1) // 2, (roi.shape[2] + 1) // 2), np.float32)
     if column >= 0 and on_lattice.any():
         lattice[s[on_lattice], r[on_lattice] // 2, c[on_lattice] // 2] = \
-            tumor_probability(forest, stack.columns(names)[on_lattice], column)
+            tumor_probability(forest, stack.columns(names, on_lattice), column)
     r0, r1 = r // 2, np.minimum((r + 1) // 2, lattice.shape[1] - 1)
     c0, c1 = c // 2, np.minimum((c + 1) // 2, lattice.shape[2] - 1)
     corners = np.stack([lattice[s, r0, c0], lattice[s, r0, c1], lattice[s, r1, c0], lattice[s, r1, c1]])
     values = corners.mean(axis=0)
     refine = ~on_lattice & (corners.max(axis=0) >= REFINE_MIN)
     if column >= 0 and refine.any():
-        values[refine] = tumor_probability(forest, stack.columns(names)[refine], column)
+        values[refine] = tumor_probability(forest, stack.columns(names, refine), column)
     prob[s, r, c] = values
     return prob
 
