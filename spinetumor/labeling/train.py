@@ -390,7 +390,6 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
     from .network import build_unet, segmentation_loss
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and ckpt is None:
@@ -411,6 +410,7 @@ def train(out, config: TrainConfig | None = None, *, chu_dir=None, resume: bool 
         config.ordinal_weight = 0.0
     device = select_device(device) if not hasattr(device, "type") else device
     start_weights = initial_weights(config.init_from) if config.init_from and not ckpt else None  # fail early
+    out.mkdir(parents=True, exist_ok=True)
     chu_dir = Path(chu_dir) if chu_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "chu_lumbar_t2"
     if cache is not None and Path(cache).exists():
         cache_path = Path(cache)                  # prepared by the caller (tests, experiments)
