@@ -45,8 +45,8 @@ def test_shipped_model_labels_a_held_out_chu_case(shared_data):
 def test_shipped_model_names_every_body_of_the_bundled_thoracolumbar_sample():
     """The SCT sample (another scanner, a 38 mm left-right slab, no sacrum) shows six bodies.
 
-    The network finds one of them only in the slices left and right of the midline, in two
-    pieces each smaller than a body; post-processing takes them as one body
+    The single network shipped before found one of them only in the slices left and right of
+    the midline, in two pieces each smaller than a body, which post-processing takes as one body
     (``postprocess.body_pieces``), so the named levels run without a gap. There are no
     reference labels: the names are checked for being a contiguous run of six, not against a truth.
     """
