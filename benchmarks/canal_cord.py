@@ -18,7 +18,6 @@ Writes the table into docs/benchmarks.md, section "Spinal canal and cord", and w
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.landmark_masks import machine, replace_section  # noqa: E402
+from benchmarks._report import machine, write_section  # noqa: E402
 from spinetumor import labels  # noqa: E402
 from spinetumor.io import read_volume  # noqa: E402
 from spinetumor.metrics import overlap, surface_metrics  # noqa: E402
@@ -189,9 +188,8 @@ def main(argv=None) -> int:
 
     table = ["| data | cases | Dice | HD95 (mm) | ASSD (mm) |", "|---|---|---|---|---|"]
     table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
-    when = datetime.date.today().isoformat()
     body = [
-        f"`benchmarks/canal_cord.py`, {when}, {machine()}.",
+        f"`benchmarks/canal_cord.py`, {machine()}.",
         "",
         "Thecal sac (CSF with everything inside the dura) and spinal cord from "
         "`spinetumor.segmentation.canal.segment_canal_and_cord`, phantom seeds "
@@ -226,7 +224,7 @@ def main(argv=None) -> int:
     text = "\n".join(body)
     print(text)
     if not args.no_write:
-        replace_section(REPO / "docs" / "benchmarks.md", SECTION, text)
+        write_section(SECTION, text)
     return 0
 
 

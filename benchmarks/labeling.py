@@ -14,7 +14,6 @@ section "Vertebra labeling".
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from landmark_masks import machine, replace_section  # noqa: E402
+from benchmarks._report import machine, write_section  # noqa: E402
 
 from spinetumor.labeling.dataset import CHU_VALIDATION, load_chu_case, phantom_case  # noqa: E402
 from spinetumor.labeling.infer import PARTIAL_BODY_ML, SACRUM_VIEW_MM  # noqa: E402
@@ -299,7 +298,7 @@ def main(argv=None) -> int:
             same_epoch_lines.append(f"{label}: {info['history'][-1]['val_dice']:.3f} after {n} epochs "
                                     f"(schedule of {info['config'].epochs}); {reference[0]} had "
                                     f"{reference[1][n - 1]:.3f} after its epoch {n}")
-    body = f"""Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Script: `benchmarks/labeling.py` ({(time.time() - t_start) / 60:.0f} min). All numbers below are ours, measured here; none come from the paper.
+    body = f"""Machine: {machine()}. Script: `benchmarks/labeling.py` ({(time.time() - t_start) / 60:.0f} min). All numbers below are ours, measured here; none come from the paper.
 
 {shipped_description(manifest)}
 Evaluation is end to end (`label_vertebrae`: reorientation, resampling, prediction, post-processing, mapping back),
@@ -349,9 +348,9 @@ Per-case results of the shipped model (mean Dice over the levels present / ident
 {"; ".join(f"{name} {c['mean_dice']:.3f} / {c['identification_rate']:.2f}" for name, c in list(main_res['chu']['per_case'].items()) + list(main_res['phantoms']['per_case'].items()))}.
 
 """
-    replace_section(Path(args.docs), "Vertebra labeling", body)
+    write_section("Vertebra labeling", body, Path(args.docs))
     if args.ablation:
-        ablation = f"""Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Script: `benchmarks/labeling.py --ablation ...`.
+        ablation = f"""Machine: {machine()}. Script: `benchmarks/labeling.py --ablation ...`.
 
 **Ablation** (depth 6 vs 4, attention gates vs plain skips). The variants were trained with the same
 data, augmentation and seed but for far fewer epochs than the shipped model (see "trained"; they ran
@@ -366,7 +365,7 @@ at equal epoch counts, against the from-scratch run, is given below the table.
 {chr(10).join('- ' + line for line in same_epoch_lines) if same_epoch_lines else ''}
 {('Not evaluated (no finished epoch): ' + ', '.join(skipped) + '.') if skipped else ''}
 """
-        replace_section(Path(args.docs), "Vertebra labeling: depth and attention ablation", ablation)
+        write_section("Vertebra labeling: depth and attention ablation", ablation, Path(args.docs))
     print(f"wrote {args.docs}")
     return 0
 

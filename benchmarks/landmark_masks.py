@@ -13,9 +13,6 @@ docs/benchmarks.md, section "Masks from landmarks".
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import re
 import sys
 import time
 import warnings
@@ -26,37 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._report import machine, write_section  # noqa: E402
 from spinetumor.labeling.dataset import CHU_CASES, load_chu_case  # noqa: E402
 from spinetumor.labeling.landmarks import LandmarkWarning, landmarks_from_labels, masks_from_landmarks  # noqa: E402
 from spinetumor.labels import LEVEL_NAMES, VERTEBRAE  # noqa: E402
-
-
-def machine() -> str:
-    """One line naming this machine (CPU count, GPU if any)."""
-    import os
-
-    gpu = "no GPU"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}"
-
-
-def replace_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of a markdown file, leaving the others alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,7 +80,7 @@ def main(argv=None) -> int:
                for step in steps}
     landmarks = {step: int(np.mean([r["landmarks"] for (c, s, n), r in results.items() if s == step]))
                  for step in steps}
-    body = f"""Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Script: `benchmarks/landmark_masks.py` ({time.time() - t0:.0f} s).
+    body = f"""Machine: {machine()}. Script: `benchmarks/landmark_masks.py` ({time.time() - t0:.0f} s).
 
 Landmarks (centroid + superior-anterior and inferior-posterior corner of each body, the box
 aligned with the spine through the neighbouring centroids and spanning the 2nd..98th
@@ -128,7 +98,7 @@ they come from slices near the lateral edge of a body, where its section is smal
 Losses come mostly from the lateral ends of each body (beyond the outermost annotated slice
 nothing is drawn) and from the rectangular box against the rounded, wedge-shaped bodies.
 """
-    replace_section(Path(args.docs), "Masks from landmarks", body)
+    write_section("Masks from landmarks", body, Path(args.docs))
     print(f"wrote {args.docs}")
     return 0
 
