@@ -174,7 +174,7 @@ def predict_probabilities(model, fixed: np.ndarray, device, batch_size: int = 8,
                 lo, hi = progress_span
                 done = min(len(windows), start + batch_size) / len(windows)
                 progress(lo + (hi - lo) * done, f"slices {min(len(windows), start + batch_size)}/{len(windows)}")
-    probs /= np.maximum(weight, 1e-6)            # in place: a second array this size costs seconds of page faults
+    probs /= np.maximum(weight, 1e-6)            # in place: a second array this size costs up to a second of page faults
     return probs
 
 

@@ -263,19 +263,20 @@ def initial_weights(path) -> dict:
     path, part = (Path(name), part) if name and part in ("finder", "namer") else (Path(path), "")
     if not path.is_file():
         raise ModelError(f"{path}: weights to start from not found")
-    if path.suffix != ".safetensors":
-        return torch.load(path, map_location="cpu", weights_only=True)["model"]
-    from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
-    parts = {key.split(".", 1)[0] for key in tensors}
-    if parts != {"finder", "namer"}:
-        if part:
-            raise ModelError(f"{path}: holds one network; give it without ':{part}'")
-        return tensors
-    if not part:
+        tensors = load_file(str(path))
+    else:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    pair = {key.split(".", 1)[0] for key in tensors} == {"finder", "namer"}
+    if part and not pair:
+        raise ModelError(f"{path}: holds one network; give it without ':{part}'")
+    if pair and not part:
         raise ModelError(f"{path}: holds two networks (a found-and-named pair); "
                          f"give {path}:finder or {path}:namer")
+    if not part:
+        return tensors
     return {key.split(".", 1)[1]: value for key, value in tensors.items() if key.startswith(part + ".")}
 
 
