@@ -119,6 +119,32 @@ def test_sacrum_called_l5_below_the_true_l5_is_dropped():
     assert report.dropped_candidates == [(7, 6 * 10 * 12)]
 
 
+def test_top_of_the_sacrum_does_not_push_the_names_up_when_the_top_is_cut_away():
+    """chu_19 cut at the T12-L1 disc: the networks call the top of S1 (half a body) L5 with
+    confidence and lean, less surely, one name up on the lumbar bodies. Kept as a body, the
+    sacrum would take L5 and every body above it a name one too high."""
+    truth = stacked_bodies()
+    truth[truth <= 2] = 0                     # L1..L5 imaged
+    pred = truth.copy()
+    pred[1:7, 100:105, 4:16] = 7              # top of S1, 20 mm of image below it
+    probs = np.zeros((8,) + truth.shape, np.float32)
+    probs[0][pred == 0] = 1.0
+    for level in range(3, 8):
+        probs[level][truth == level] = 0.55
+        probs[level - 1][truth == level] = 0.40
+    probs[7][:, 100:105] = 0.9
+    out, report = enforce_anatomy(pred, probs)
+    assert np.array_equal(out, truth)
+    assert report.dropped_candidates == [(7, 6 * 5 * 12)]
+
+
+def test_a_small_lowest_body_cut_by_the_field_of_view_is_kept():
+    truth = stacked_bodies()[:, :91]          # the image ends halfway down L5 (rows 86..90)
+    out, report = enforce_anatomy(truth, probs_from(truth))
+    assert np.array_equal(out, truth)
+    assert not report.dropped_candidates
+
+
 def test_partial_field_of_view_keeps_what_is_there():
     truth = stacked_bodies()
     truth[truth <= 2] = 0                     # only L1..L5 imaged

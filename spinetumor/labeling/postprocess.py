@@ -23,7 +23,10 @@ their names increase downwards without repetition.
    beyond the run (T10 above, the sacrum called L5 below the true L5) are dropped, and a
    gap of about one body spacing (a body the network missed) skips one name. Where the
    probabilities do not decide, levels are counted upwards from the lowest body
-   (:data:`TIE_BREAK`).
+   (:data:`TIE_BREAK`). Before naming, a lowest candidate much smaller than the body above
+   it, with image below it, is taken for the top of the sacrum and dropped
+   (:func:`sacrum_top`): the keep bonus would otherwise name it L5 and every body above it
+   one level too high.
 3. Fragments touching a kept body join it; isolated fragments are dropped.
 """
 
@@ -57,6 +60,15 @@ MAX_EROSION = 6
 #: across the slices, at the same height and depth (seen on the SCT thoracolumbar sample, whose
 #: L1 came in two pieces, each under :data:`MIN_BODY_MM3`, and was lost).
 SAME_BODY_FOOTPRINT = 0.5
+#: The lowest candidate is the top of the sacrum, not L5, when it holds less than this share of
+#: the body above it and the image goes on below it (:data:`SACRUM_BELOW_MM`). The networks see
+#: the top of S1 as a body and call it L5 with confidence: on chu_19 (1 mm) it is 14-15 ml under
+#: an L5 of 31 ml, and with the upper bodies cut away it took the name L5 and pushed every level
+#: above one name up. In the reference labels of chu_02..chu_19, L5 holds 0.90-1.08 times the volume of L4.
+SACRUM_TOP_FRACTION = 0.6
+#: Image (mm) below the lowest candidate needed to call it the top of the sacrum: a small lowest
+#: body that the field of view cuts is a cut vertebra, not S1.
+SACRUM_BELOW_MM = 20.0
 
 
 @dataclass
@@ -277,6 +289,19 @@ def _assign_levels(candidates: list[_Component], n_levels: int) -> list[int]:
     return best_levels
 
 
+def sacrum_top(candidates: list[_Component], n_rows: int, axis_si: int, spacing_si: float) -> bool:
+    """Whether the lowest of ``candidates`` (sorted superior -> inferior) is the top of the sacrum.
+
+    It is when it holds less than :data:`SACRUM_TOP_FRACTION` of the body above it and at least
+    :data:`SACRUM_BELOW_MM` of image lies below it (``n_rows`` rows along ``axis_si``).
+    """
+    if len(candidates) < 2:
+        return False
+    lowest, above = candidates[-1], candidates[-2]
+    below_mm = (n_rows - lowest.slices[axis_si].stop) * spacing_si
+    return lowest.size < SACRUM_TOP_FRACTION * above.size and below_mm >= SACRUM_BELOW_MM
+
+
 def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, axis_si: int = 1,
                     n_levels: int = 7, min_fraction: float = 0.15,
                     min_volume_mm3: float = MIN_BODY_MM3) -> tuple[np.ndarray, PostprocessReport]:
@@ -301,6 +326,9 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
     pieces = body_pieces(components, min_voxels)
     bodies, fragments = _bodies(labels, pieces, probs, n_levels, axis_si, spacing, min_voxels)
     candidates = sorted(bodies, key=lambda c: c.position)
+    if sacrum_top(candidates, labels.shape[axis_si], axis_si, float(spacing[axis_si])):
+        sacrum = candidates.pop()
+        report.dropped_candidates.append((sacrum.level, sacrum.size))
     for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
         if level == 0:
             report.dropped_candidates.append((comp.level, comp.size))
