@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._report import machine, write_section  # noqa: E402
 
-from spinetumor.labeling.dataset import CHU_VALIDATION, load_chu_case, phantom_case  # noqa: E402
+from spinetumor.labeling.dataset import CHU_CASES, CHU_VALIDATION, load_chu_case, phantom_case  # noqa: E402
 from spinetumor.labeling.infer import PARTIAL_BODY_ML, SACRUM_VIEW_MM  # noqa: E402
+from spinetumor.labeling.postprocess import SACRUM_BELOW_MM, SACRUM_TOP_FRACTION  # noqa: E402
 from spinetumor.labeling.ship import evaluate_cases  # noqa: E402
 from spinetumor.labels import VERTEBRAE  # noqa: E402
 
@@ -201,6 +202,21 @@ def found_in_part(metrics) -> str:
     return f"{sum(bool(c['partial_levels']) for c in cases)}/{len(cases)}"
 
 
+def sacrum_tops(metrics) -> str:
+    """How many cases had their lowest candidate dropped as the top of the sacrum, e.g. '1/3'."""
+    cases = metrics["per_case"].values()
+    return f"{sum(bool(c.get('sacrum_top_dropped')) for c in cases)}/{len(cases)}"
+
+
+def l5_to_l4_range(data_dir) -> str:
+    """The range of L5's volume over L4's in the reference labels of every Chu case, e.g. '0.90-1.08'."""
+    ratios = []
+    for name in CHU_CASES:
+        counts = np.bincount(load_chu_case(data_dir, name)[1].array.ravel(), minlength=8)
+        ratios.append(counts[7] / counts[6])
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def summary_row(name, metrics) -> str:
     return (f"| {name} | {metrics['mean_dice']:.3f} | {metrics['identification_rate']:.3f} | "
             f"{metrics['all_levels_right']} |")
@@ -336,7 +352,11 @@ level volumes found {volume_range(main_res['phantoms'])}.
 
 {per_level_table(main_res['phantoms'])}
 
-**Post-processing** (shipped model; anatomy rules of `postprocess.py` on vs off):
+**Post-processing** (shipped model; anatomy rules of `postprocess.py` on vs off). Its sacrum-top rule
+(`postprocess.sacrum_top`: a lowest candidate under {SACRUM_TOP_FRACTION:g} of the body above it, with at least
+{SACRUM_BELOW_MM:g} mm of image below it, is the top of S1, not L5) dropped a candidate in {sacrum_tops(main_res['chu'])} held-out
+cases, {sacrum_tops(main_res['partial'])} cut at T12-L1, {sacrum_tops(main_res['no_sacrum'])} cut at L3-L4 and {sacrum_tops(main_res['phantoms'])} phantoms; in the reference labels of
+the {len(CHU_CASES)} Chu scans L5 holds {l5_to_l4_range(args.data)} times the volume of L4.
 
 | | val Chu: mean Dice | ident. rate | all right | phantoms: mean Dice | ident. rate | all right |
 |---|---|---|---|---|---|---|

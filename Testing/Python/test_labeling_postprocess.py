@@ -136,13 +136,14 @@ def test_top_of_the_sacrum_does_not_push_the_names_up_when_the_top_is_cut_away()
     out, report = enforce_anatomy(pred, probs)
     assert np.array_equal(out, truth)
     assert report.dropped_candidates == [(7, 6 * 5 * 12)]
+    assert report.to_dict()["sacrum_top_voxels"] == 6 * 5 * 12
 
 
 def test_a_small_lowest_body_cut_by_the_field_of_view_is_kept():
     truth = stacked_bodies()[:, :91]          # the image ends halfway down L5 (rows 86..90)
     out, report = enforce_anatomy(truth, probs_from(truth))
     assert np.array_equal(out, truth)
-    assert not report.dropped_candidates
+    assert not report.dropped_candidates and report.sacrum_top == 0
 
 
 def test_partial_field_of_view_keeps_what_is_there():

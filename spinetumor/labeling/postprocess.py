@@ -79,12 +79,14 @@ class PostprocessReport:
     dropped_candidates: list = field(default_factory=list)  # (network level, voxels)
     dropped_fragments: int = 0                           # voxels of isolated fragments removed
     merged_fragments: int = 0                            # voxels of touching fragments absorbed
+    sacrum_top: int = 0                                  # voxels of the lowest candidate taken for S1 (sacrum_top)
 
     def to_dict(self) -> dict:
         return {"relabeled": [list(map(int, r)) for r in self.relabeled],
                 "dropped_candidates": [list(map(int, d)) for d in self.dropped_candidates],
                 "dropped_fragment_voxels": int(self.dropped_fragments),
-                "merged_fragment_voxels": int(self.merged_fragments)}
+                "merged_fragment_voxels": int(self.merged_fragments),
+                "sacrum_top_voxels": int(self.sacrum_top)}
 
 
 @dataclass
@@ -329,6 +331,7 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
     if sacrum_top(candidates, labels.shape[axis_si], axis_si, float(spacing[axis_si])):
         sacrum = candidates.pop()
         report.dropped_candidates.append((sacrum.level, sacrum.size))
+        report.sacrum_top = sacrum.size
     for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
         if level == 0:
             report.dropped_candidates.append((comp.level, comp.size))

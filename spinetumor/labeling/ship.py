@@ -49,6 +49,7 @@ def evaluate_cases(model_pair, cases, device="cpu", postprocess: bool = True) ->
             "partial_levels": result.partial_levels(),
             "volumes_ml": {lv.name: round(float(lv.volume_ml), 1) for lv in result.levels.values() if lv.present},
             "inferior_margin_mm": result.inferior_margin_mm,
+            "sacrum_top_dropped": bool(result.postprocess.get("sacrum_top_voxels")),
             "seconds": round(seconds, 2),
         }
     return {"per_case": per_case,
