@@ -16,7 +16,8 @@ against their reference labels carried through the same change:
   result must not change at all.
 
 Scores: mean Dice over the levels present, VerSe identification rate, all seven levels right,
-mean HD95. The result goes into the "Vertebra labeling: robustness to acquisition" section of
+mean HD95; and, for each change, the changed cases cut at the T12-L1 disc (a lumbar field of view
+starting at L1, as ``benchmarks/labeling.py`` cuts them): mean Dice and all levels right. The result goes into the "Vertebra labeling: robustness to acquisition" section of
 docs/benchmarks.md.
 
     .venv/bin/python benchmarks/labeling_robustness.py [--data ../shared/data/chu_lumbar_t2] [--model CANDIDATE]
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks.labeling import crop_at_disc  # noqa: E402
 
 from spinetumor.labeling.dataset import CHU_VALIDATION, interpolation_matrix, load_chu_case, nearest_indices  # noqa: E402
 from spinetumor.volume import Volume, to_canonical  # noqa: E402
@@ -153,13 +155,18 @@ def report(rows: list[dict], seconds: float, model_name: str = "The shipped labe
              f"{model_name} on the three held-out Chu cases (chu_17, chu_18, chu_19), each changed "
              "as another scanner or protocol would change it; the reference labels go through the same change "
              "(see the script's docstring for each). Scores as in \"Vertebra labeling\": mean Dice over the "
-             "levels present, identification rate, cases with all seven levels right, mean HD95 over levels.",
+             "levels present, identification rate, cases with all seven levels right, mean HD95 over levels. "
+             "The last two columns: the same changed cases cut at the T12-L1 disc (`benchmarks/labeling.py`'s "
+             "`crop_at_disc`: a lumbar field of view starting at L1, the sacrum in view), mean Dice over L1..L5 and "
+             "cases with all levels right.",
              "",
-             "| condition | voxels i, j, k (first case) | mean Dice | identification rate | all levels right | HD95 mm (mean) |",
-             "|---|---|---|---|---|---|"]
+             "| condition | voxels i, j, k (first case) | mean Dice | identification rate | all levels right | HD95 mm (mean) "
+             "| cut at T12-L1: mean Dice | cut at T12-L1: all levels right |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['condition']} | {row['geometry']} | {row['mean_dice']:.3f} | "
-                     f"{row['identification_rate']:.3f} | {row['all_levels_right']} | {row['hd95_mm']:.1f} |")
+                     f"{row['identification_rate']:.3f} | {row['all_levels_right']} | {row['hd95_mm']:.1f} | "
+                     f"{row['cut_mean_dice']:.3f} | {row['cut_all_levels_right']} |")
     base = rows[0]
     worst = min(rows, key=lambda r: r["mean_dice"])
     lines += ["", f"Lowest mean Dice: {worst['mean_dice']:.3f} ({worst['condition']}), against {base['mean_dice']:.3f} "
@@ -196,14 +203,18 @@ def main(argv=None) -> int:
     for condition, change in CONDITIONS:
         cases = [(f"{name} {condition}", *change(image, truth)) for name, image, truth in chu]
         result = evaluate_cases(model, cases)
+        cut = evaluate_cases(model, [(f"{name} below T12", *crop_at_disc(image, truth, 2, "below"))
+                                     for name, image, truth in cases])
         first = cases[0][1]
         rows.append({"condition": condition, "mean_dice": result["mean_dice"],
                      "identification_rate": result["identification_rate"],
                      "all_levels_right": result["all_levels_right"], "hd95_mm": mean_hd95(result),
                      "geometry": f"{first.shape[::-1]} of {tuple(round(s, 2) for s in first.spacing)} mm",
-                     "per_case": result["per_case"]})
+                     "per_case": result["per_case"], "cut_mean_dice": cut["mean_dice"],
+                     "cut_all_levels_right": cut["all_levels_right"], "cut_per_case": cut["per_case"]})
         print(f"{condition}: Dice {result['mean_dice']:.3f}, identification {result['identification_rate']:.3f}, "
-              f"all right {result['all_levels_right']}", flush=True)
+              f"all right {result['all_levels_right']}; cut at T12-L1: Dice {cut['mean_dice']:.3f}, "
+              f"all right {cut['all_levels_right']}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     text = report(rows, time.time() - t0, f"Candidate {args.model}" if args.model else "The shipped labeling model")
