@@ -64,7 +64,8 @@ SAME_BODY_FOOTPRINT = 0.5
 #: the body above it and the image goes on below it (:data:`SACRUM_BELOW_MM`). The networks see
 #: the top of S1 as a body and call it L5 with confidence: on chu_19 (1 mm) it is 14-15 ml under
 #: an L5 of 31 ml, and with the upper bodies cut away it took the name L5 and pushed every level
-#: above one name up. In the reference labels of chu_02..chu_19, L5 holds 0.90-1.08 times the volume of L4.
+#: above one name up. In the reference labels of chu_02..chu_19, L5 holds 0.90-1.08 times the
+#: volume of L4 (``benchmarks/labeling.py`` measures that range).
 SACRUM_TOP_FRACTION = 0.6
 #: Image (mm) below the lowest candidate needed to call it the top of the sacrum: a small lowest
 #: body that the field of view cuts is a cut vertebra, not S1.
