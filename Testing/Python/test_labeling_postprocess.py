@@ -127,16 +127,50 @@ def test_top_of_the_sacrum_does_not_push_the_names_up_when_the_top_is_cut_away()
     truth[truth <= 2] = 0                     # L1..L5 imaged
     pred = truth.copy()
     pred[1:7, 100:105, 4:16] = 7              # top of S1, 20 mm of image below it
-    probs = np.zeros((8,) + truth.shape, np.float32)
-    probs[0][pred == 0] = 1.0
-    for level in range(3, 8):
-        probs[level][truth == level] = 0.55
-        probs[level - 1][truth == level] = 0.40
+    probs = lumbar_leaning_up(truth, up=0.40, right=0.55)
     probs[7][:, 100:105] = 0.9
     out, report = enforce_anatomy(pred, probs)
     assert np.array_equal(out, truth)
     assert report.dropped_candidates == [(7, 6 * 5 * 12)]
     assert report.to_dict()["sacrum_top_voxels"] == 6 * 5 * 12
+
+
+def lumbar_leaning_up(truth, up: float, right: float):
+    """Probabilities for L1..L5 bodies that give ``up`` to the name one level higher, ``right`` to theirs."""
+    probs = np.zeros((8,) + truth.shape, np.float32)
+    probs[0][truth == 0] = 1.0
+    for level in range(3, 8):
+        probs[level][truth == level] = right
+        probs[level - 1][truth == level] = up
+    return probs
+
+
+def test_the_body_on_the_top_of_the_sacrum_is_l5_even_when_the_network_leans_one_name_up():
+    """chu_19 cut at T12-L1 with gamma 1.6: with the sacrum dropped, the five bodies' names still
+    lean one level up; the body sitting on the sacrum is L5, so the run is counted from it."""
+    truth = stacked_bodies()
+    truth[truth <= 2] = 0                     # L1..L5 imaged
+    pred = truth.copy()
+    pred[1:7, 100:105, 4:16] = 7              # top of S1, one body spacing below L5
+    probs = lumbar_leaning_up(truth, up=0.55, right=0.40)
+    probs[7][:, 100:105] = 0.9
+    out, report = enforce_anatomy(pred, probs)
+    assert np.array_equal(out, truth)
+    assert report.sacrum_top == 6 * 5 * 12
+
+
+def test_a_sacrum_top_below_a_gap_does_not_fix_the_names():
+    """L5 missed by the network: the small blob two spacings below L4 is still not a body, but
+    the body above the gap is not L5, so the names come from the network (here: right)."""
+    truth = stacked_bodies()
+    truth[(truth <= 2) | (truth == 7)] = 0    # L1..L4 found, L5 missed
+    pred = truth.copy()
+    pred[1:7, 100:105, 4:16] = 7
+    probs = lumbar_leaning_up(truth, up=0.05, right=0.9)
+    probs[7][:, 100:105] = 0.9
+    out, report = enforce_anatomy(pred, probs)
+    assert np.array_equal(out, truth)
+    assert report.sacrum_top == 6 * 5 * 12
 
 
 def test_a_small_lowest_body_cut_by_the_field_of_view_is_kept():

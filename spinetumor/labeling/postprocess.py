@@ -26,7 +26,8 @@ their names increase downwards without repetition.
    (:data:`TIE_BREAK`). Before naming, a lowest candidate much smaller than the body above
    it, with image below it, is taken for the top of the sacrum and dropped
    (:func:`sacrum_top`): the keep bonus would otherwise name it L5 and every body above it
-   one level too high.
+   one level too high. The body sitting on it (one body spacing above) is then L5, and the
+   run is counted up from there, as a radiologist counts from the sacrum.
 3. Fragments touching a kept body join it; isolated fragments are dropped.
 """
 
@@ -256,7 +257,7 @@ def _slots(positions: list[float]) -> list[int]:
     return slots
 
 
-def _assign_levels(candidates: list[_Component], n_levels: int) -> list[int]:
+def _assign_levels(candidates: list[_Component], n_levels: int, lowest_level: int | None = None) -> list[int]:
     """Levels (0 = drop) for bodies sorted superior->inferior: one contiguous run of names.
 
     Vertebral bodies are stacked without gaps, so naming one body names all: body j gets
@@ -264,12 +265,15 @@ def _assign_levels(candidates: list[_Component], n_levels: int) -> list[int]:
     p_level + TIE_BREAK * level))`` over the bodies whose level falls in 1..n_levels; the
     others (e.g. T10 above, S1 below) are dropped. Two bodies in one slot (closer than half
     a typical spacing) cannot both be levels: the better-scoring one is kept.
+    ``lowest_level`` fixes the name of the lowest body (L5 on a sacrum found just below it).
     """
     if not candidates:
         return []
     slots = _slots([c.position for c in candidates])
     best, best_levels = -np.inf, [0] * len(candidates)
-    for k in range(1 - slots[-1], n_levels + 1):
+    offsets = (range(1 - slots[-1], n_levels + 1) if lowest_level is None
+               else [lowest_level - slots[-1]])
+    for k in offsets:
         levels, total = [], 0.0
         taken: dict[int, tuple[float, int]] = {}
         for j, (comp, slot) in enumerate(zip(candidates, slots)):
@@ -329,11 +333,15 @@ def enforce_anatomy(labels: np.ndarray, probs=None, spacing=(1.0, 1.0, 1.0), *, 
     pieces = body_pieces(components, min_voxels)
     bodies, fragments = _bodies(labels, pieces, probs, n_levels, axis_si, spacing, min_voxels)
     candidates = sorted(bodies, key=lambda c: c.position)
+    lowest_level = None
     if sacrum_top(candidates, labels.shape[axis_si], axis_si, float(spacing[axis_si])):
         sacrum = candidates.pop()
         report.dropped_candidates.append((sacrum.level, sacrum.size))
         report.sacrum_top = sacrum.size
-    for comp, level in zip(candidates, _assign_levels(candidates, n_levels)):
+        slots = _slots([c.position for c in candidates + [sacrum]])
+        if slots[-1] - slots[-2] == 1:          # the body sitting on the sacrum is L5
+            lowest_level = n_levels
+    for comp, level in zip(candidates, _assign_levels(candidates, n_levels, lowest_level)):
         if level == 0:
             report.dropped_candidates.append((comp.level, comp.size))
             continue
