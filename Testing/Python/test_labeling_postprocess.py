@@ -119,30 +119,35 @@ def test_sacrum_called_l5_below_the_true_l5_is_dropped():
     assert report.dropped_candidates == [(7, 6 * 10 * 12)]
 
 
+#: Voxels of the top of S1 that :func:`labeled_with_sacrum_top` adds (half a body).
+SACRUM_TOP_VOXELS = 6 * 5 * 12
+
+
+def labeled_with_sacrum_top(truth, up: float, right: float):
+    """The network's view of a lumbar field of view (``truth``: L1..L5 or fewer) with the top of S1
+    (half a body, 20 mm of image below it) labeled L5 at probability 0.9; each body gives ``right``
+    to its own name and ``up`` to the name one level higher. Returns (labels, probabilities)."""
+    pred = truth.copy()
+    pred[1:7, 100:105, 4:16] = 7
+    probs = np.zeros((8,) + truth.shape, np.float32)
+    probs[0][truth == 0] = 1.0
+    for level in range(3, 8):
+        probs[level][truth == level] = right
+        probs[level - 1][truth == level] = up
+    probs[7][:, 100:105] = 0.9
+    return pred, probs
+
+
 def test_top_of_the_sacrum_does_not_push_the_names_up_when_the_top_is_cut_away():
     """chu_19 cut at the T12-L1 disc: the networks call the top of S1 (half a body) L5 with
     confidence and lean, less surely, one name up on the lumbar bodies. Kept as a body, the
     sacrum would take L5 and every body above it a name one too high."""
     truth = stacked_bodies()
     truth[truth <= 2] = 0                     # L1..L5 imaged
-    pred = truth.copy()
-    pred[1:7, 100:105, 4:16] = 7              # top of S1, 20 mm of image below it
-    probs = lumbar_leaning_up(truth, up=0.40, right=0.55)
-    probs[7][:, 100:105] = 0.9
-    out, report = enforce_anatomy(pred, probs)
+    out, report = enforce_anatomy(*labeled_with_sacrum_top(truth, up=0.40, right=0.55))
     assert np.array_equal(out, truth)
-    assert report.dropped_candidates == [(7, 6 * 5 * 12)]
-    assert report.to_dict()["sacrum_top_voxels"] == 6 * 5 * 12
-
-
-def lumbar_leaning_up(truth, up: float, right: float):
-    """Probabilities for L1..L5 bodies that give ``up`` to the name one level higher, ``right`` to theirs."""
-    probs = np.zeros((8,) + truth.shape, np.float32)
-    probs[0][truth == 0] = 1.0
-    for level in range(3, 8):
-        probs[level][truth == level] = right
-        probs[level - 1][truth == level] = up
-    return probs
+    assert report.dropped_candidates == [(7, SACRUM_TOP_VOXELS)]
+    assert report.to_dict()["sacrum_top_voxels"] == SACRUM_TOP_VOXELS
 
 
 def test_the_body_on_the_top_of_the_sacrum_is_l5_even_when_the_network_leans_one_name_up():
@@ -150,13 +155,9 @@ def test_the_body_on_the_top_of_the_sacrum_is_l5_even_when_the_network_leans_one
     lean one level up; the body sitting on the sacrum is L5, so the run is counted from it."""
     truth = stacked_bodies()
     truth[truth <= 2] = 0                     # L1..L5 imaged
-    pred = truth.copy()
-    pred[1:7, 100:105, 4:16] = 7              # top of S1, one body spacing below L5
-    probs = lumbar_leaning_up(truth, up=0.55, right=0.40)
-    probs[7][:, 100:105] = 0.9
-    out, report = enforce_anatomy(pred, probs)
+    out, report = enforce_anatomy(*labeled_with_sacrum_top(truth, up=0.55, right=0.40))
     assert np.array_equal(out, truth)
-    assert report.sacrum_top == 6 * 5 * 12
+    assert report.sacrum_top == SACRUM_TOP_VOXELS
 
 
 def test_a_sacrum_top_below_a_gap_does_not_fix_the_names():
@@ -164,13 +165,9 @@ def test_a_sacrum_top_below_a_gap_does_not_fix_the_names():
     the body above the gap is not L5, so the names come from the network (here: right)."""
     truth = stacked_bodies()
     truth[(truth <= 2) | (truth == 7)] = 0    # L1..L4 found, L5 missed
-    pred = truth.copy()
-    pred[1:7, 100:105, 4:16] = 7
-    probs = lumbar_leaning_up(truth, up=0.05, right=0.9)
-    probs[7][:, 100:105] = 0.9
-    out, report = enforce_anatomy(pred, probs)
+    out, report = enforce_anatomy(*labeled_with_sacrum_top(truth, up=0.05, right=0.9))
     assert np.array_equal(out, truth)
-    assert report.sacrum_top == 6 * 5 * 12
+    assert report.sacrum_top == SACRUM_TOP_VOXELS
 
 
 def test_a_small_lowest_body_cut_by_the_field_of_view_is_kept():
