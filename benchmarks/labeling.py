@@ -354,7 +354,7 @@ level volumes found {volume_range(main_res['phantoms'])}.
 
 **Post-processing** (shipped model; anatomy rules of `postprocess.py` on vs off). Its sacrum-top rule
 (`postprocess.sacrum_top`: a lowest candidate under {SACRUM_TOP_FRACTION:g} of the body above it, with at least
-{SACRUM_BELOW_MM:g} mm of image below it, is the top of S1, not L5) dropped a candidate in {sacrum_tops(main_res['chu'])} held-out
+{SACRUM_BELOW_MM:g} mm of image below it, is the top of S1, not L5, and the body on it is L5) dropped a candidate in {sacrum_tops(main_res['chu'])} held-out
 cases, {sacrum_tops(main_res['partial'])} cut at T12-L1, {sacrum_tops(main_res['no_sacrum'])} cut at L3-L4 and {sacrum_tops(main_res['phantoms'])} phantoms; in the reference labels of
 the {len(CHU_CASES)} Chu scans L5 holds {l5_to_l4_range(args.data)} times the volume of L4.
 

@@ -17,8 +17,8 @@ against their reference labels carried through the same change:
 
 Scores: mean Dice over the levels present, VerSe identification rate, all seven levels right,
 mean HD95; and, for each change, the changed cases cut at the T12-L1 disc (a lumbar field of view
-starting at L1, as ``benchmarks/labeling.py`` cuts them): mean Dice and all levels right. The result goes into the "Vertebra labeling: robustness to acquisition" section of
-docs/benchmarks.md.
+starting at L1, as ``benchmarks/labeling.py`` cuts them): mean Dice and all levels right. The
+result goes into the "Vertebra labeling: robustness to acquisition" section of docs/benchmarks.md.
 
     .venv/bin/python benchmarks/labeling_robustness.py [--data ../shared/data/chu_lumbar_t2] [--model CANDIDATE]
 
