@@ -66,7 +66,8 @@ def sct_sample(model_pair, folder: Path) -> str:
     return (f"levels reported: {', '.join(found) or 'none'}; missing: {', '.join(result.missing) or 'none'}; "
             f"found only in part (under {PARTIAL_BODY_ML:g} ml): {', '.join(result.partial_levels()) or 'none'}; "
             f"{result.inferior_margin_mm:.0f} mm of image below the lowest labeled body, so the caution to "
-            f"check the names is {'not ' if result.sacrum_in_view() else ''}given")
+            f"check the names is {'not ' if result.sacrum_in_view() else ''}given; the sacrum-top rule "
+            f"{'dropped a candidate' if result.postprocess.get('sacrum_top_voxels') else 'did not fire'}")
 
 
 def load_run_model(run):
