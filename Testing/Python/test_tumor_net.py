@@ -143,7 +143,7 @@ def test_fine_tuning_starts_from_the_given_weights(tiny, tmp_path):
     tuned = initial_weights(run / "best.pt")
     learned = [k for k in start if "running_" not in k and "num_batches" not in k]   # norm statistics move anyway
     assert learned and all(np.allclose(start[k].numpy(), tuned[k].numpy(), atol=1e-6) for k in learned)
-    assert (run / "hard_negatives.npz").exists()
+    assert (run / "hard_negatives.npz").exists() and (run / "hard_positives.npz").exists()
 
 
 class _SaysTumorEverywhere:
@@ -160,18 +160,64 @@ class _SaysTumorEverywhere:
 
 
 def test_hard_negatives_are_false_positives_away_from_tumors():
-    from spinetumor.segmentation.net_train import HARD_MARGIN, hard_negative_index
+    from spinetumor.segmentation.net_train import HARD_MARGIN, mistake_index
 
     shape = (3, 40, 30)
     tumor = np.zeros(shape, np.uint8)
     tumor[1, 20:24, 10:14] = 1
     case = {"image": np.ones(shape, np.float16), "sac": np.ones(shape, np.uint8), "tumor": tumor}
-    index = hard_negative_index(_SaysTumorEverywhere(), {"c": case}, "cpu")["c"]
+    negatives, positives = mistake_index(_SaysTumorEverywhere(), {"c": case}, "cpu")
+    assert positives == {}                           # it misses no tumor pixel
+    index = negatives["c"]
     near = (4 + 2 * HARD_MARGIN) ** 2               # the tumor's 4 x 4 pixels grown by the margin in-plane
     assert len(index) == tumor.size - near           # every other pixel (fewer than HARD_PER_CASE here)
     for s, r, c in index:
         assert not tumor[s, max(r - HARD_MARGIN, 0):r + HARD_MARGIN + 1, max(c - HARD_MARGIN, 0):c + HARD_MARGIN + 1].any()
     assert (index[:, 0] == 0).any() and (index[:, 0] == 2).any()      # other slices are negatives everywhere
+
+
+class _SaysTumorNowhere(_SaysTumorEverywhere):
+    """A stand-in network whose logits call every pixel background."""
+
+    def __call__(self, x):
+        import torch
+
+        zero = x[:, 0] * 0
+        return torch.stack([zero + 10, zero], 1)
+
+
+def test_hard_positives_are_the_tumor_pixels_the_network_misses():
+    from spinetumor.segmentation.net_train import mistake_index
+
+    shape = (3, 40, 30)
+    tumor = np.zeros(shape, np.uint8)
+    tumor[1, 20:24, 10:14] = 1
+    tumor[2, 21:23, 11:13] = 1
+    case = {"image": np.ones(shape, np.float16), "sac": np.zeros(shape, np.uint8), "tumor": tumor}
+    negatives, positives = mistake_index(_SaysTumorNowhere(), {"c": case, "free": {**case, "tumor": 0 * tumor}}, "cpu")
+    assert negatives == {} and list(positives) == ["c"]
+    assert sorted(map(tuple, positives["c"])) == sorted(map(tuple, np.argwhere(tumor)))
+
+
+def test_hard_positive_fraction_draws_patches_at_the_missed_tumor_pixels():
+    from spinetumor.segmentation.net_train import _indices, draw_batch
+
+    shape = (10, 400, 100)
+    sac = np.zeros(shape, np.uint8)
+    sac[0, 10, 10] = 1
+    tumor = np.zeros(shape, np.uint8)
+    tumor[9, 388:393, 88:93] = 1
+    case = {"image": np.zeros(shape, np.float16), "sac": sac, "tumor": tumor}
+    tumor_index, sac_index = _indices({"c": case})
+    missed = {"c": np.array([[9, 390, 90]])}
+    _, y = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 20, np.random.default_rng(0),
+                      positive_index=missed, positive_fraction=1.0)
+    assert all(t.any() for t in y)                  # every patch at the missed pixel
+    _, y = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 20, np.random.default_rng(0))
+    assert not all(t.any() for t in y)              # otherwise about half are drawn at the sac
+    again = draw_batch({"c": case}, ["c"], tumor_index, sac_index, 20, np.random.default_rng(0),
+                       positive_index=missed, positive_fraction=0.0)
+    assert np.array_equal(again[1], y)              # a pool at fraction 0 draws what no pool draws
 
 
 def test_hard_fraction_draws_patches_at_the_hard_negatives():
@@ -195,18 +241,25 @@ def test_cli_hard_negatives_need_starting_weights(tmp_path, capsys):
     code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--hard-negatives", "0.3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--hard-negatives needs --init" in err[0]
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--hard-positives", "0.3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--hard-positives needs --init" in err[0]
+    code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--init", str(tmp_path / "none.pt"),
+                 "--hard-positives", "0.6", "--hard-negatives", "0.4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "sum under 1" in err[0]
     code = main(["train", "tumor-net", "--out", str(tmp_path / "o"), "--init", str(tmp_path / "none.pt")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no such weights file" in err[0]
 
 
 def test_hard_negatives_are_searched_in_every_phantom_but_a_share_of_augmented_samples():
-    from spinetumor.segmentation.net_train import HARD_SEARCH_EVERY_AUGMENTED, hard_negative_index
+    from spinetumor.segmentation.net_train import HARD_SEARCH_EVERY_AUGMENTED, mistake_index
 
     shape = (2, 20, 20)
     case = {"image": np.ones(shape, np.float16), "sac": np.ones(shape, np.uint8), "tumor": np.zeros(shape, np.uint8)}
     names = [f"aug_{i:02d}" for i in range(8)] + ["phantom_1", "free_chu_02"]
-    index = hard_negative_index(_SaysTumorEverywhere(), {n: case for n in names}, "cpu")
+    index, _ = mistake_index(_SaysTumorEverywhere(), {n: case for n in names}, "cpu")
     assert sorted(index) == sorted(["phantom_1", "free_chu_02"] + names[:8:HARD_SEARCH_EVERY_AUGMENTED])
 
 

@@ -17,8 +17,12 @@ Fine-tuning: ``--init WEIGHTS`` starts from earlier weights (shipped safetensors
 or ``checkpoint.pt``). With ``--hard-negatives F`` (needs ``--init``) a fraction F of the
 patches is centred on the starting network's false positives in the training cases (pixels
 with probability >= 0.5 farther than :data:`HARD_MARGIN` pixels from any tumor): the places
-where it mistakes CSF, cord, roots or fat for tumor. They are found once, with the starting
-weights, and kept in ``DIR/hard_negatives.npz``, so a resumed run draws from the same pool.
+where it mistakes CSF, cord, roots or fat for tumor. With ``--hard-positives F`` (needs
+``--init``) a fraction F is centred on the tumor pixels it misses: mostly whole end slices of
+a tumor, and the part of an extradural tumor beside the sac, where the network says 0 on
+slices in which the tumor is plain to see. Both are found once, with the starting weights,
+and kept in ``DIR/hard_negatives.npz`` and ``DIR/hard_positives.npz``, so a resumed run
+draws from the same pools.
 
 Training samples are 2D patches (:data:`PATCH`, in mm at 1 mm) of sagittal slices, a
 fraction :data:`POSITIVE_FRACTION` centred near a tumor voxel, the rest near a random sac
@@ -78,6 +82,7 @@ class NetTrainConfig:
     hard_negatives: float = 0.0  # fraction of patches centred on the starting network's false positives
     thick_fraction: float = 0.0  # fraction of thin-slice cases' patches seen as thick slabs (_slab_of)
     appearance: float = 0.0      # fraction of patches given another scanner's look (labeling.train.vary_appearance)
+    hard_positives: float = 0.0  # fraction of patches centred on tumor pixels the starting network misses
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -238,23 +243,32 @@ def _slab_of(case: dict, rng, thick_fraction: float) -> int:
 
 def draw_batch(cases: dict, names: list, tumor_index: dict, sac_index: dict, n: int, rng,
                hard_index: dict | None = None, hard_fraction: float = 0.0, thick_fraction: float = 0.0,
-               appearance: float = 0.0) -> tuple:
+               appearance: float = 0.0, positive_index: dict | None = None, positive_fraction: float = 0.0) -> tuple:
     """``n`` augmented patches: (x float32 [n, 4, h, w], y int64 [n, h, w]).
 
-    A patch is centred near a tumor pixel (:data:`POSITIVE_FRACTION` of the draws from cases
-    with a tumor), else near a hard negative (``hard_fraction`` of the draws from cases that
-    have some, see :func:`hard_negative_index`), else near a random sac pixel. A thin-slice
+    A patch is centred near a tumor pixel the starting network missed (``positive_fraction``
+    of the draws, from the cases that have some, see :func:`mistake_index`), near a hard
+    negative (``hard_fraction`` of the draws, likewise), else near a tumor pixel
+    (:data:`POSITIVE_FRACTION` of the rest from cases with a tumor) or a random sac pixel. A thin-slice
     case's patch is shown as a thick slab in ``thick_fraction`` of its draws (:func:`_slab_of`),
     and ``appearance`` of the patches get another scanner's look
     (:func:`spinetumor.labeling.train.vary_appearance`; the CSF stays at about 1).
     """
     from .tumor_net import CLIP
 
-    hard_index = hard_index or {}
-    hard_names = [k for k in names if hard_index.get(k) is not None and len(hard_index[k])]
+    def with_entries(index: dict | None) -> list:
+        return [k for k in names if index and index.get(k) is not None and len(index[k])]
+
+    hard_names = with_entries(hard_index) if hard_fraction > 0 else []
+    positive_names = with_entries(positive_index) if positive_fraction > 0 else []
+    p_positive = positive_fraction if positive_names else 0.0
     xs, ys = [], []
     for _ in range(n):
-        if hard_names and rng.random() < hard_fraction:
+        u = rng.random() if hard_names or positive_names else 1.0
+        if u < p_positive:
+            name = positive_names[int(rng.integers(len(positive_names)))]
+            pool = positive_index[name]
+        elif hard_names and u < p_positive + hard_fraction:
             name = hard_names[int(rng.integers(len(hard_names)))]
             pool = hard_index[name]
         else:
@@ -298,14 +312,19 @@ def _indices(cases: dict) -> tuple[dict, dict]:
     return tumor, sac
 
 
-def hard_negative_index(net, cases: dict, device) -> dict:
-    """Per case, the (s, r, c) of pixels where ``net`` says tumor (probability >= 0.5) and no
-    tumor is within :data:`HARD_MARGIN` pixels in-plane, on the slices holding sac or tumor (at
-    most :data:`HARD_PER_CASE`, evenly subsampled; cases with none are left out). Augmented
-    samples (names ``aug_*``) are searched one in :data:`HARD_SEARCH_EVERY_AUGMENTED`."""
+def mistake_index(net, cases: dict, device) -> tuple[dict, dict]:
+    """The starting network's mistakes in the training cases: (hard negatives, hard positives).
+
+    Hard negatives: per case, the (s, r, c) of pixels where ``net`` says tumor (probability
+    >= 0.5) and no tumor is within :data:`HARD_MARGIN` pixels in-plane. Hard positives: the
+    tumor pixels it misses (probability < 0.5), often whole end slices of a tumor or the part
+    of an extradural tumor beside the sac. Both on the slices holding sac or tumor, at most
+    :data:`HARD_PER_CASE` each (evenly subsampled); cases with none are left out. Augmented
+    samples (names ``aug_*``) are searched one in :data:`HARD_SEARCH_EVERY_AUGMENTED`.
+    """
     from scipy import ndimage
 
-    index = {}
+    negatives, positives = {}, {}
     augmented = [name for name in sorted(cases) if name.startswith("aug_")]
     skip = set(augmented) - set(augmented[::HARD_SEARCH_EVERY_AUGMENTED])
     for name, case in cases.items():
@@ -317,26 +336,37 @@ def hard_negative_index(net, cases: dict, device) -> dict:
         # only where training patches are drawn: slices with sac pixels (lateral slices of a
         # real scan's canal box hold none, and predicting them would cost most of the time)
         with_sac = np.flatnonzero(case["sac"].any(axis=(1, 2)) | tumor.any(axis=(1, 2)))
-        found = np.argwhere((case_probability(net, case, device, with_sac) >= 0.5) & ~near)
-        if len(found):
-            index[name] = found[:: max(1, len(found) // HARD_PER_CASE)]
-    return index
+        says_tumor = case_probability(net, case, device, with_sac) >= 0.5
+        for index, found in ((negatives, np.argwhere(says_tumor & ~near)), (positives, np.argwhere(tumor & ~says_tumor))):
+            if len(found):
+                index[name] = found[:: max(1, len(found) // HARD_PER_CASE)]
+    return negatives, positives
 
 
-def _hard_pool(path: Path, make_net, cases: dict, device, log) -> dict:
-    """The hard-negative index of ``cases``, read from ``path`` or found with ``make_net()`` (the
-    starting network, built only when the pool is not on disk yet) and written there."""
+#: The files of a run folder that keep the starting network's mistakes (:func:`mistake_index`).
+MISTAKE_FILES = ("hard_negatives.npz", "hard_positives.npz")
+
+
+def _hard_pools(folder: Path, make_net, cases: dict, device, log) -> tuple[dict, dict]:
+    """(hard negatives, hard positives) of ``cases``, read from ``folder`` or found with
+    ``make_net()`` (the starting network, built only when they are not on disk yet) and written there."""
     from ..io import atomic_path
 
-    if path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    index = hard_negative_index(make_net(), cases, device)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **index)
-    log(f"hard negatives: {sum(len(v) for v in index.values())} centres in {len(index)} of {len(cases)} cases")
-    return index
+    paths = [folder / name for name in MISTAKE_FILES]
+    if all(path.exists() for path in paths):
+        pools = []
+        for path in paths:
+            with np.load(path) as data:
+                pools.append({k: data[k] for k in data.files})
+        return tuple(pools)
+    pools = mistake_index(make_net(), cases, device)
+    for path, index in zip(paths, pools):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **index)
+    for what, index in zip(("hard negatives", "hard positives"), pools):
+        log(f"{what}: {sum(len(v) for v in index.values())} centres in {len(index)} of {len(cases)} cases")
+    return pools
 
 
 # --------------------------------------------------------------------------- validation
@@ -400,11 +430,11 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
     if config.init_from and not ckpt:
         net.load_state_dict(starting_network().state_dict())
         log(f"initialized from {config.init_from}")
-    hard_index = {}
-    if config.hard_negatives > 0:
+    hard_index, positive_index = {}, {}
+    if config.hard_negatives > 0 or config.hard_positives > 0:
         if not config.init_from:
-            raise ValueError("hard negatives need starting weights (--init): a random network's mistakes teach nothing")
-        hard_index = _hard_pool(out / "hard_negatives.npz", starting_network, cases, device, log)
+            raise ValueError("hard examples need starting weights (--init): a random network's mistakes teach nothing")
+        hard_index, positive_index = _hard_pools(out, starting_network, cases, device, log)
     for epoch in range(start, config.epochs):
         t0 = time.time()
         rng, lr = start_epoch(optimizer, config.lr, epoch, config.epochs, config.seed)
@@ -412,7 +442,8 @@ def train(out, config: NetTrainConfig | None = None, *, resume: bool = False, de
         losses = []
         for _ in range(config.steps):
             x, y = draw_batch(cases, names, tumor_index, sac_index, config.batch, rng, hard_index,
-                              config.hard_negatives, config.thick_fraction, config.appearance)
+                              config.hard_negatives, config.thick_fraction, config.appearance,
+                              positive_index, config.hard_positives)
             optimizer.zero_grad(set_to_none=True)
             loss = segmentation_loss(net(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
             loss.backward()
@@ -487,6 +518,8 @@ def add_arguments(p) -> None:
                    help="start from these weights (.safetensors, best.pt or checkpoint.pt) instead of random ones")
     p.add_argument("--hard-negatives", type=float, default=d.hard_negatives, metavar="F",
                    help="fraction of patches centred on the starting network's false positives (needs --init)")
+    p.add_argument("--hard-positives", type=float, default=d.hard_positives, metavar="F",
+                   help="fraction of patches centred on tumor pixels the starting network misses (needs --init)")
     p.add_argument("--thick-fraction", type=float, default=d.thick_fraction, metavar="F",
                    help="fraction of the patches of thin-slice cases (slices under 2 mm, e.g. the 1 mm Chu scans) "
                         "shown as 3-5 mm thick slabs, as clinical sagittal scans are acquired (default 0)")
@@ -506,10 +539,13 @@ def run_from_args(args) -> dict:
         if not (Path(folder) / "manifest.csv").exists():
             raise UsageError(f"{folder}: not an augmented dataset (no manifest.csv); write one with spinetumor augment")
     check_tumor_free_scans(args.negatives)
-    if args.hard_negatives and not args.init:
-        raise UsageError("--hard-negatives needs --init: the false positives are those of the starting weights")
-    if not 0.0 <= args.hard_negatives < 1.0:
-        raise UsageError(f"--hard-negatives must be in [0, 1), got {args.hard_negatives}")
+    for option, value in (("--hard-negatives", args.hard_negatives), ("--hard-positives", args.hard_positives)):
+        if value and not args.init:
+            raise UsageError(f"{option} needs --init: the mistakes are those of the starting weights")
+        if not 0.0 <= value < 1.0:
+            raise UsageError(f"{option} must be in [0, 1), got {value}")
+    if args.hard_negatives + args.hard_positives >= 1.0:
+        raise UsageError("--hard-negatives and --hard-positives together must leave some ordinary patches (sum under 1)")
     if not 0.0 <= args.thick_fraction <= 1.0:
         raise UsageError(f"--thick-fraction must be in [0, 1], got {args.thick_fraction}")
     if not 0.0 <= args.appearance <= 1.0:
@@ -519,13 +555,14 @@ def run_from_args(args) -> dict:
     config = NetTrainConfig(args.phantoms, args.val_cases, [str(x) for x in args.extra],
                             [str(x) for x in args.negatives], args.epochs, args.steps, args.batch, args.lr, args.seed,
                             str(args.init or ""), float(args.hard_negatives), float(args.thick_fraction),
-                            float(args.appearance))
+                            float(args.appearance), float(args.hard_positives))
     result = train(args.out, config, resume=args.resume, device=args.device)
     command = (f"spinetumor train tumor-net --out {args.out} --phantoms {args.phantoms} --val-cases {args.val_cases} "
                f"--epochs {args.epochs} --steps {args.steps} --batch {args.batch} --lr {args.lr} --seed {args.seed}"
                + "".join(f" --extra {x}" for x in args.extra)
                + (f" --init {args.init}" if args.init else "")
                + (f" --hard-negatives {args.hard_negatives}" if args.hard_negatives else "")
+               + (f" --hard-positives {args.hard_positives}" if args.hard_positives else "")
                + (f" --thick-fraction {args.thick_fraction}" if args.thick_fraction else "")
                + (f" --appearance {args.appearance}" if args.appearance else "")
                + (" --negatives " + " ".join(args.negatives) if args.negatives else "")
