@@ -33,11 +33,22 @@ from benchmarks.segmentation import slice_role_counts, slice_role_dice  # noqa: 
 TITLE = "Tumor network: validation phantoms"
 
 
+def missed_slices(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """(sagittal slices holding tumor where ``pred`` marks none of its pixels, slices holding tumor).
+
+    Why: such a slice is lost whatever the threshold or the outline step does with it (the
+    network's probability there is near 0), so it bounds what post-processing can recover.
+    """
+    holding = np.flatnonzero(truth.any(axis=(1, 2)))
+    return int(sum(not (pred[s] & truth[s]).any() for s in holding)), int(len(holding))
+
+
 def score_network(net, cases: list) -> dict:
-    """Per-case Dice (tumor phantoms) or marked voxels (tumor-free), and summed slice-role counts."""
+    """Per-case Dice (tumor phantoms) or marked voxels (tumor-free), summed slice-role counts and
+    the tumor slices missed wholly (:func:`missed_slices`)."""
     from spinetumor.segmentation.net_train import case_probability
 
-    per_case, roles = [], {}
+    per_case, roles, missed = [], {}, np.zeros(2, int)
     for seed, kind, case in cases:
         pred = case_probability(net, case, "cpu") >= 0.5
         truth = case["tumor"] > 0
@@ -46,8 +57,9 @@ def score_network(net, cases: list) -> dict:
             row["dice"] = float(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
             for key, value in slice_role_counts(pred, truth).items():
                 roles[key] = roles.get(key, 0) + value
+            missed += missed_slices(pred, truth)
         per_case.append(row)
-    return {"per_case": per_case, "slice_roles": roles}
+    return {"per_case": per_case, "slice_roles": roles, "missed_slices": missed.tolist()}
 
 
 def table_row(label: str, sha: str, result: dict, kinds: list) -> str:
@@ -57,6 +69,7 @@ def table_row(label: str, sha: str, result: dict, kinds: list) -> str:
     per_kind = [np.mean([r["dice"] for r in tumors if r["kind"] == k]) for k in kinds]
     cells = [label, sha[:12], f"{np.mean([r['dice'] for r in tumors]):.3f}"] + [f"{d:.3f}" for d in per_kind]
     cells += [f"{slice_role_dice(result['slice_roles'], role):.3f}" for role in ("inner", "end")]
+    cells.append("{}/{}".format(*result["missed_slices"]))
     cells.append(f"{sum(r['marked'] == 0 for r in free)}/{len(free)}")
     return "| " + " | ".join(cells) + " |"
 
@@ -87,14 +100,16 @@ def main(argv=None) -> int:
     minutes = (time.time() - start) / 60
     n_tumor = sum(c[2]["tumor"].any() for c in cases)
     header = ("| network | sha256 | Dice | " + " | ".join(kinds) + " | inner slices | end slices "
-              "| tumor-free empty |\n|" + "---|" * (6 + len(kinds)) + "\n")
+              "| tumor slices missed wholly | tumor-free empty |\n|" + "---|" * (7 + len(kinds)) + "\n")
     body = (f"Machine: {machine()}. Script: `benchmarks/tumor_net.py --val-cases {args.val_cases} --nets "
             + shlex.join(args.nets) + f"` ({minutes:.0f} min).\n\n"
             f"Each network alone (probability >= 0.5 on its 1 mm grid of the canal box, no forest, no "
             f"post-processing) on the {len(cases)} validation phantoms its training validates on ({n_tumor} with a "
             f"tumor; seeds from `VAL_SEED_BASE`, not the test seeds). Dice: mean 3D Dice over the tumor phantoms, "
             f"overall and per type; inner and end slices: voxel Dice on the tumors' inner sagittal slices and on "
-            f"their first and last slices, as in \"Tumor segmentation\". "
+            f"their first and last slices, as in \"Tumor segmentation\"; tumor slices missed wholly: sagittal "
+            f"slices holding tumor where the network marks none of its pixels (no threshold or outline step "
+            f"recovers those), of all slices holding tumor. "
             f"Validation figures, for choosing between networks.\n\n" + header + "\n".join(rows) + "\n\n"
             + "\n".join(f"- {label}: `{r['command']}`" for label, r in results.items() if r["command"]))
     print(body)

@@ -58,9 +58,22 @@ def test_tumor_net_row_gives_dice_per_type_per_slice_role_and_the_empty_tumor_fr
     cases = [{"kind": "a", "marked": 10, "dice": 0.9}, {"kind": "a", "marked": 12, "dice": 0.7},
              {"kind": "b", "marked": 8, "dice": 0.2}, {"kind": "none", "marked": 0},
              {"kind": "none", "marked": 3}]
-    row = table_row("net", "0123456789abcdef", {"per_case": cases, "slice_roles": roles}, ["a", "b"])
-    # mean Dice 0.6; a 0.8, b 0.2; inner 180/200; end 60/120; one of two tumor-free phantoms empty
-    assert row == "| net | 0123456789ab | 0.600 | 0.800 | 0.200 | 0.900 | 0.500 | 1/2 |"
+    row = table_row("net", "0123456789abcdef", {"per_case": cases, "slice_roles": roles, "missed_slices": [3, 11]},
+                    ["a", "b"])
+    # mean Dice 0.6; a 0.8, b 0.2; inner 180/200; end 60/120; 3 of 11 slices missed; one of two tumor-free empty
+    assert row == "| net | 0123456789ab | 0.600 | 0.800 | 0.200 | 0.900 | 0.500 | 3/11 | 1/2 |"
+
+
+def test_missed_slices_counts_the_tumor_slices_with_no_marked_tumor_pixel():
+    from benchmarks.tumor_net import missed_slices
+
+    truth = np.zeros((5, 6, 6), bool)
+    truth[1:4, 2:4, 2:4] = True
+    pred = np.zeros_like(truth)
+    pred[2, 2, 2] = True              # one pixel of the middle slice
+    pred[1, 0, 0] = True              # beside the tumor in slice 1: still missed
+    pred[4, 2:4, 2:4] = True          # a slice without tumor does not count
+    assert missed_slices(pred, truth) == (2, 3)
 
 
 def test_other_scanner_report_scores_each_type_the_tumor_free_scan_and_the_cnn():
