@@ -144,6 +144,8 @@ def main(argv=None) -> int:
                 "levels_right": bool(match and match["levels"] == truth["levels"]),
                 "truth_levels": " ".join(truth["levels"]), "found_levels": " ".join(match["levels"]) if match else "",
                 "false_tumors": len(analysis.report["tumors"]) - (match is not None), "seconds": total,
+                "caution": bool(match and match["cautions"]),
+                "false_with_caution": sum(bool(t["cautions"]) for t in analysis.report["tumors"] if t is not match),
             })
             print(rows[-1], flush=True)
             seed += 1
@@ -165,6 +167,12 @@ def main(argv=None) -> int:
         f"- Geometric rule right (the report's `rule_type`, from the segmented tumor, sac and cord), among found "
         f"tumors: {sum(r['rule_type'] == r['type'] for r in found)}/{len(found)}; CNN and rule agree (no "
         f"\"please review\" in the report): {sum(r['rule_type'] == r['cnn_type'] for r in found)}/{len(found)}",
+        f"- Disc caution (`tumors[].cautions`: an extradural finding centred on a disc space in front of the sac, "
+        f"where a disc herniation looks alike): on {sum(r['caution'] for r in found)}/{len(found)} found tumors "
+        f"(every one a tumor here, so each caution is a false alarm; extradural "
+        f"{sum(r['caution'] for r in found if r['type'] == 'extradural')}/"
+        f"{sum(r['type'] == 'extradural' for r in found)}) and on {sum(r['false_with_caution'] for r in rows)} of "
+        f"the {sum(r['false_tumors'] for r in rows)} extra detections",
         "",
         "| seed | type | size (i x j x k) | found | type right | rule | true levels | found levels | extra | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -71,6 +71,12 @@ CANAL_MARGIN_MM = 4.0
 SUPERIOR_PERCENTILE, INFERIOR_PERCENTILE = 1, 99
 #: Reach (mm) below the top of the sacrum used to measure S1's plane.
 SACRUM_TOP_MM = 25
+#: Half-height (mm, along the spine) of the part of the sac around a tumor's centroid whose centre
+#: tells whether the tumor lies in front of the sac (:func:`in_front_of_sac`).
+SAC_SLAB_MM = 5.0
+#: The caution of an extradural finding centred on a disc space in front of the sac (:func:`cautions`).
+DISC_CAUTION = ("it is centred on the {disc} disc space in front of the dural sac, where a disc herniation "
+                "or bulge looks alike on sagittal T2: compare with the axial images")
 #: Depth (mm, span of the tumor's voxel centres along the spine axis) a tumor must reach into a
 #: level's slab for that level to count among the levels it spans (:func:`tumor_levels`).
 MIN_LEVEL_DEPTH_MM = 1.0
@@ -281,7 +287,12 @@ def canal_compromise(tumor: np.ndarray, canal: np.ndarray, spacing_src: tuple) -
 
 @dataclass
 class TumorLocation:
-    """Where one tumor is: levels, disc spaces, compartment, size, centroid and canal compromise."""
+    """Where one tumor is: levels, disc spaces, compartment, size, centroid and canal compromise.
+
+    ``centre_disc``: the disc space holding the centroid (None when it lies in a body's part of
+    its level, or without labels); ``in_front_of_sac``: whether the centroid lies anterior to the
+    sac at its height (:func:`in_front_of_sac`; None without a sac mask or sac there).
+    """
 
     id: int
     voxels: int
@@ -294,6 +305,8 @@ class TumorLocation:
     compartment_scores: dict = field(default_factory=dict)
     extent_mm: dict = field(default_factory=dict)
     canal_compromise_percent: float | None = None
+    centre_disc: str | None = None
+    in_front_of_sac: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -360,6 +373,7 @@ def localize_tumors(tumor: Volume, vertebrae: Volume | None = None, canal: Volum
     vertebrae, canal, cord = (_on_grid(m, tumor) for m in (vertebrae, canal, cord))
     inst = tumor_instances(tumor, instances)
     planes = level_planes(vertebrae) if vertebrae is not None else []
+    canal_ras = tumor.index_to_ras(np.argwhere(canal.array > 0)) if canal is not None else None
     canon_inst, _ = to_canonical(tumor.with_array(inst))
     canon_canal = to_canonical(canal)[0].array > 0 if canal is not None else None
     canon_cord = to_canonical(cord)[0].array > 0 if cord is not None else None
@@ -380,13 +394,40 @@ def localize_tumors(tumor: Volume, vertebrae: Volume | None = None, canal: Volum
             loc.levels = [ALL_LEVELS[k] for k in spanned]
             loc.epicenter_level = ALL_LEVELS[epi]
             loc.discs = discs_of(ras, planes)
+            loc.centre_disc = next(iter(discs_of(centroid[None], planes)), None)
             spine_axis = _axis_at(planes, epi)
         loc.extent_mm = _extents(ras, step_vectors, spine_axis)
+        if canal_ras is not None:
+            loc.in_front_of_sac = in_front_of_sac(centroid, canal_ras, spine_axis)
         mask = canon_inst.array == tid
         loc.compartment, loc.compartment_scores = compartment_rule(mask, canon_canal, canon_cord)
         if canon_canal is not None:
             loc.canal_compromise_percent = canal_compromise(mask, canon_canal, canon_inst.spacing)
         out.append(loc)
+    return out
+
+
+def in_front_of_sac(centroid: np.ndarray, canal_ras: np.ndarray, spine_axis: np.ndarray,
+                    half_height_mm: float = SAC_SLAB_MM) -> bool | None:
+    """Whether ``centroid`` (RAS) lies anterior to the centre of the sac voxels ``canal_ras`` within
+    ``half_height_mm`` of it along ``spine_axis``; None when the sac has no voxel there."""
+    axes = _axes(spine_axis)
+    near = np.abs((canal_ras - centroid) @ axes["superior_inferior"]) <= half_height_mm
+    if not near.any():
+        return None
+    return bool((centroid - canal_ras[near].mean(axis=0)) @ axes["anterior_posterior"] > 0)
+
+
+def cautions(location: TumorLocation, type_name: str) -> list[str]:
+    """Plain-language cautions about one finding (``report.json`` ``tumors[].cautions``).
+
+    An extradural finding (by the CNN or the geometric rule) whose centroid lies in a disc
+    space, in front of the sac, is where a disc herniation or bulge lies: on a sagittal T2 the
+    two look alike, and the networks were never shown discs as a class of their own.
+    """
+    out = []
+    if "extradural" in (type_name, location.compartment) and location.centre_disc and location.in_front_of_sac:
+        out.append(DISC_CAUTION.format(disc=location.centre_disc))
     return out
 
 

@@ -57,6 +57,8 @@ def input_info(volume: Volume, name: str) -> dict:
 
 def tumor_entry(location, type_name: str, probabilities: dict) -> dict:
     """One entry of report["tumors"] (schema in docs/report.md)."""
+    from .localization import cautions
+
     return {
         "id": location.id, "type": type_name, "type_probabilities": probabilities,
         "rule_type": location.compartment, "types_agree": location.compartment in (None, type_name),
@@ -64,6 +66,7 @@ def tumor_entry(location, type_name: str, probabilities: dict) -> dict:
         "epicenter_level": location.epicenter_level, "volume_ml": location.volume_ml,
         "extent_mm": location.extent_mm, "centroid_ras": location.centroid_ras,
         "canal_compromise_percent": location.canal_compromise_percent or 0.0,
+        "cautions": cautions(location, type_name),
     }
 
 
@@ -264,7 +267,7 @@ def study_name(path: Path) -> str:
 
 
 SUMMARY_COLUMNS = ("study", "status", "id", "type", "levels", "epicenter_level", "volume_ml",
-                   "canal_compromise_percent", "sacrum_in_view", "partial_levels")
+                   "canal_compromise_percent", "cautions", "sacrum_in_view", "partial_levels")
 
 
 def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Path:
@@ -292,7 +295,8 @@ def run_batch(folder, out_dir, *, device=None, progress=None, cancel=None) -> Pa
                  "partial_levels": " ".join(analysis.report["partial_levels"])}
         rows += [{**study, "id": t["id"], "type": t["type"], "levels": " ".join(t["levels"]),
                   "epicenter_level": t["epicenter_level"] or "", "volume_ml": round(t["volume_ml"], 3),
-                  "canal_compromise_percent": round(t["canal_compromise_percent"], 1)} for t in tumors] or [study]
+                  "canal_compromise_percent": round(t["canal_compromise_percent"], 1),
+                  "cautions": "; ".join(t["cautions"])} for t in tumors] or [study]
     buffer = _io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", restval="")
     writer.writeheader()

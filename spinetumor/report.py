@@ -18,7 +18,7 @@ from .io import write_json, write_text
 #: Columns of report.csv, one row per tumor.
 CSV_COLUMNS = ("id", "type", "probability", "rule_type", "types_agree", "levels", "disc_levels",
                "epicenter_level", "volume_ml", "extent_si_mm", "extent_ap_mm", "extent_lr_mm",
-               "centroid_r", "centroid_a", "centroid_s", "canal_compromise_percent")
+               "centroid_r", "centroid_a", "centroid_s", "canal_compromise_percent", "cautions")
 
 
 def _join(values) -> str:
@@ -43,7 +43,8 @@ def finding_sentence(tumor: dict) -> str:
             f"{level_span(tumor['levels'])}{discs}, epicentre {tumor['epicenter_level'] or 'unlabeled'}, "
             f"{tumor['volume_ml']:.2f} mL, {extent['superior_inferior']:.0f} × {extent['anterior_posterior']:.0f} × "
             f"{extent['left_right']:.0f} mm (SI × AP × LR), occupying {tumor['canal_compromise_percent']:.0f}% "
-            f"of the canal cross-section at its worst level.")
+            f"of the canal cross-section at its worst level."
+            + "".join(f" Caution: {caution}." for caution in tumor.get("cautions", [])))
 
 
 def csv_rows(report: dict) -> list[dict]:
@@ -60,6 +61,7 @@ def csv_rows(report: dict) -> list[dict]:
             "extent_lr_mm": round(extent["left_right"], 1), "centroid_r": round(centroid[0], 1),
             "centroid_a": round(centroid[1], 1), "centroid_s": round(centroid[2], 1),
             "canal_compromise_percent": round(t["canal_compromise_percent"], 1),
+            "cautions": "; ".join(t.get("cautions", [])),
         })
     return rows
 

@@ -53,7 +53,7 @@ REPORT_JSON = "report.json"
 REPORT_FILES = ("report.html", REPORT_JSON, "report.csv")
 #: Column names of the results table (one row per tumor), in order.
 TABLE_COLUMNS = ("ID", "Type", "Probability", "Rule type", "Agreement", "Levels", "Disc levels", "Epicentre",
-                 "Volume (mL)", "Canal compromise (%)")
+                 "Volume (mL)", "Canal compromise (%)", "Cautions")
 #: 3D opacity of the canal segment, so the cord and tumors inside it stay visible.
 CANAL_OPACITY_3D = 0.3
 
@@ -89,13 +89,14 @@ def report_tumors(report) -> list[dict]:
 
 def tumor_records(report) -> list[dict]:
     """One results-table row per tumor: id, type, its probability, rule type and agreement,
-    levels, disc levels, epicentre, volume (mL), canal compromise (%)."""
+    levels, disc levels, epicentre, volume (mL), canal compromise (%), cautions ("; "-joined)."""
     rows = []
     for t in report_tumors(report):
         rows.append(dict(zip(TABLE_COLUMNS, (
             t["id"], t["type"], float(t["type_probabilities"][t["type"]]), t.get("rule_type") or "",
             "yes" if t.get("types_agree", True) else "no", list(t["levels"]), list(t["disc_levels"]),
-            t.get("epicenter_level") or "", float(t["volume_ml"]), float(t.get("canal_compromise_percent") or 0.0)))))
+            t.get("epicenter_level") or "", float(t["volume_ml"]), float(t.get("canal_compromise_percent") or 0.0),
+            "; ".join(t.get("cautions", []))))))
     return rows
 
 

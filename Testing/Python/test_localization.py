@@ -222,3 +222,47 @@ def test_masks_on_another_grid_are_resampled(cases):
     t = case.truth["tumors"][0]
     assert loc.epicenter_level == t["epicenter_level"]
     assert loc.volume_ml == pytest.approx(t["volume_ml"])
+
+
+def _tumor_beside_a_sac(rows_mm: tuple, cols: slice):
+    """The synthetic spine with a sac behind the bodies (columns 60:80; increasing columns run
+    posterior) and a tumor over ``rows_mm`` (superior, inferior; 0.5 mm rows) in ``cols``."""
+    vert = _synthetic_spine()
+    sac = np.zeros(vert.shape, np.uint8)
+    sac[6:14, :, 60:80] = 1
+    tumor = np.zeros(vert.shape, np.uint8)
+    tumor[8:12, int(rows_mm[0] / 0.5):int(rows_mm[1] / 0.5), cols] = 1
+    return vert.with_array(tumor), vert, vert.with_array(sac)
+
+
+def test_a_tumor_centred_on_a_disc_in_front_of_the_sac_is_flagged_as_a_possible_disc_herniation():
+    # L2 spans 94..114 mm, the L2-L3 disc 114..122 mm
+    tumor, vert, sac = _tumor_beside_a_sac((115.0, 121.0), slice(52, 58))
+    loc = localize_tumors(tumor, vert, sac)[0]
+    assert loc.discs == ["L2-L3"] and loc.centre_disc == "L2-L3" and loc.in_front_of_sac is True
+    assert localization.cautions(loc, "extradural") == [localization.DISC_CAUTION.format(disc="L2-L3")]
+    assert "L2-L3 disc space in front of the dural sac" in localization.cautions(loc, "extradural")[0]
+    assert loc.compartment == "extradural"                                   # outside the sac
+    assert len(localization.cautions(loc, "intradural-extramedullary")) == 1  # the rule's extradural counts
+    loc.compartment = "intradural-extramedullary"
+    assert localization.cautions(loc, "intradural-extramedullary") == []      # neither says extradural
+
+
+def test_no_disc_caution_behind_the_sac_in_a_body_or_without_a_sac():
+    behind = localize_tumors(*_tumor_beside_a_sac((115.0, 121.0), slice(82, 88)))[0]
+    assert behind.centre_disc == "L2-L3" and behind.in_front_of_sac is False
+    in_body = localize_tumors(*_tumor_beside_a_sac((100.0, 110.0), slice(52, 58)))[0]
+    assert in_body.centre_disc is None and in_body.in_front_of_sac is True
+    tumor, vert, _ = _tumor_beside_a_sac((115.0, 121.0), slice(52, 58))
+    no_sac = localize_tumors(tumor, vert)[0]
+    assert no_sac.in_front_of_sac is None
+    for loc in (behind, in_body, no_sac):
+        assert localization.cautions(loc, "extradural") == []
+
+
+def test_in_front_of_sac_uses_the_sac_at_the_tumors_height_only():
+    axis = np.array([0.0, 0.0, -1.0])                        # inferior
+    sac = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -2.0], [0.0, 30.0, -50.0]])   # the far point lies 50 mm lower
+    assert localization.in_front_of_sac(np.array([0.0, 5.0, 0.0]), sac, axis) is True
+    assert localization.in_front_of_sac(np.array([0.0, -5.0, 0.0]), sac, axis) is False
+    assert localization.in_front_of_sac(np.array([0.0, 5.0, 20.0]), sac, axis) is None

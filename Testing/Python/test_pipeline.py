@@ -57,7 +57,8 @@ def test_reports_agree_with_each_other(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tumors"][0]["type"] == "intradural-extramedullary"
     assert set(report["tumors"][0]) >= {"type", "type_probabilities", "levels", "disc_levels", "epicenter_level",
-                                        "volume_ml", "extent_mm", "centroid_ras", "canal_compromise_percent"}
+                                        "volume_ml", "extent_mm", "centroid_ras", "canal_compromise_percent",
+                                        "cautions"}
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(rows) == len(report["tumors"]) and rows[0]["type"] == "intradural-extramedullary"
     assert rows[0]["levels"] == " ".join(report["tumors"][0]["levels"])
@@ -75,6 +76,20 @@ def test_finding_sentence_flags_disagreement():
     assert sentence.startswith("Tumor 1: extradural lesion (CNN probability 0.60; the geometric rule says "
                                "intramedullary — please review) at L2–L3")
     assert "L2-L3 disc space" in sentence and "35% of the canal" in sentence
+    assert "Caution" not in sentence
+
+
+def test_cautions_reach_the_sentence_and_the_csv(tmp_path):
+    from spinetumor.report import csv_rows
+
+    analysis = truth_analysis()
+    tumor = analysis.report["tumors"][0]
+    assert tumor["cautions"] == []                 # an intradural tumor of the phantom: nothing to caution
+    tumor["cautions"] = ["it is centred on the L4-L5 disc space in front of the dural sac", "second"]
+    sentence = finding_sentence(tumor)
+    assert sentence.endswith(" Caution: it is centred on the L4-L5 disc space in front of the dural sac."
+                             " Caution: second.")
+    assert csv_rows(analysis.report)[0]["cautions"] == "it is centred on the L4-L5 disc space in front of the dural sac; second"
 
 
 def test_batch_folder_lists_files_and_dicom_folders(tmp_path):
@@ -158,4 +173,6 @@ def test_batch_loads_the_models_once_and_reports_every_study(tmp_path, monkeypat
         report = json.loads((tmp_path / "out" / name / "report.json").read_text())
         assert report["input"]["name"].endswith(name + (".nii.gz" if name == "a" else ".nrrd"))
         assert ("tumor_type" in report["models"]) == bool(report["tumors"])
+        tumor_rows = [r for r in rows if r["study"] == name and r["id"]]
+        assert [r["cautions"] for r in tumor_rows] == ["; ".join(t["cautions"]) for t in report["tumors"]]
 

@@ -157,6 +157,7 @@ def test_table_rows_equal_the_report(mrml_scene, lib, case, output_folder):
     assert cell["Epicentre"] == t["epicenter_level"] == "L3"
     assert cell["Volume (mL)"] == pytest.approx(t["volume_ml"])
     assert cell["Canal compromise (%)"] == pytest.approx(t["canal_compromise_percent"])
+    assert cell["Cautions"] == "; ".join(t["cautions"])
     assert nodes.report["tumors"] == report["tumors"]
 
 
