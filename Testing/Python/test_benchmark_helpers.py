@@ -252,3 +252,14 @@ def test_thick_real_validation_summary_reads_validation_rows_only():
               "b|test|1": scored(10, [5])}
     lines = validation_summary(result)
     assert lines == ["- a: validation tumor-free scans empty 3/4, mean validation Dice 0.600 (over 2 slice thicknesses)"]
+
+
+def test_tumor_free_real_groups_scans_by_what_the_tumor_models_saw_and_lists_findings():
+    from benchmarks.tumor_free_real import GROUPS, findings, scan_groups
+
+    groups = scan_groups(["chu_02", "chu_13", "chu_17", "chu_99"])
+    assert groups == {"chu_02": GROUPS[0], "chu_13": GROUPS[1], "chu_17": GROUPS[2], "chu_99": "other"}
+    report = {"tumors": [{"type": "extradural", "levels": ["L4", "L5"], "volume_ml": 0.374, "cautions": ["x"]},
+                         {"type": "intramedullary", "levels": [], "volume_ml": 1.0, "cautions": []}]}
+    assert findings(report) == ["extradural at L4–L5, 0.37 ml, disc caution",
+                                "intramedullary at no labeled level, 1.00 ml"]
