@@ -117,12 +117,15 @@ def tumor_points(report) -> list[tuple[str, np.ndarray]]:
 CHECK_LEVELS = " Check the level names: the sacrum is not in view (see the report's notes)."
 #: Added to the status line when the report lists bodies found only in part ({levels}).
 CHECK_PARTIAL = " Check the labels of {levels}: found only in part (see the report's notes)."
+#: Added to the status line for the tumors whose report entry carries a caution ({ids}).
+CHECK_CAUTIONS = " Check tumor {ids} against the axial images (see the table's Cautions)."
 
 
 def summary_text(report) -> str:
     """One line for the status label: how many tumors, their types and levels, and cautions
-    when vertebral bodies were found only in part (``partial_levels``) or the level names may
-    be off (``sacrum_in_view`` false)."""
+    when a tumor carries one (``tumors[].cautions``, e.g. it may be a disc), when vertebral
+    bodies were found only in part (``partial_levels``) or the level names may be off
+    (``sacrum_in_view`` false)."""
     from spinetumor.report import level_span
 
     tumors = report_tumors(report)
@@ -131,6 +134,9 @@ def summary_text(report) -> str:
         CHECK_LEVELS if report.get("sacrum_in_view") is False else "")
     if not tumors:
         return "No tumor found." + caution
+    flagged = [str(t["id"]) for t in tumors if t.get("cautions")]
+    if flagged:
+        caution = CHECK_CAUTIONS.format(ids=", ".join(flagged)) + caution
     return f"{len(tumors)} tumor(s): " + "; ".join(
         f"{t['id']}: {t['type']} at {level_span(t['levels'])}, {t['volume_ml']:.2f} mL" for t in tumors) + "." + caution
 

@@ -178,6 +178,9 @@ def test_a_disagreeing_rule_and_no_tumor_show_in_the_table(mrml_scene, lib, anal
     assert lib.summary_text(empty.report) == "No tumor found."
     assert lib.summary_text(analysis.report) == "1 tumor(s): 1: intradural-extramedullary at L3, " \
         f"{analysis.report['tumors'][0]['volume_ml']:.2f} mL."
+    flagged = copy.deepcopy(analysis.report)
+    flagged["tumors"][0]["cautions"] = ["it is centred on the L3-L4 disc space in front of the dural sac"]
+    assert lib.summary_text(flagged).endswith(" mL. Check tumor 1 against the axial images (see the table's Cautions).")
     no_sacrum = {**analysis.report, "sacrum_in_view": False}
     assert lib.summary_text(no_sacrum).endswith(" mL. Check the level names: the sacrum is not in view "
                                                 "(see the report's notes).")
