@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         "The 12 Chu scans (no tumor in any) through the whole pipeline as `spinetumor run` takes a scan, as they "
         "are (1 mm sagittal slices) and averaged into 3 mm and 5 mm slices; every finding is a false one. Groups: "
         "what the tumor models saw (the tumor network and the forest were trained on the first group, with and "
-        "without inserted tumors; chu_13 and chu_14 chose the shipped forest; chu_17..19 served no tumor model). "
+        "without inserted tumors; chu_13 and chu_14 chose the shipped forest; chu_17..19 served no tumor model, and the labeling model chose its best epoch on them). "
         "Only the held-out group says how the pipeline does on scans it has not met.", "",
         *summary, "",
         "| scan | group | slices | findings | each finding: type, levels, volume |",
