@@ -266,3 +266,23 @@ def test_in_front_of_sac_uses_the_sac_at_the_tumors_height_only():
     assert localization.in_front_of_sac(np.array([0.0, 5.0, 0.0]), sac, axis) is True
     assert localization.in_front_of_sac(np.array([0.0, -5.0, 0.0]), sac, axis) is False
     assert localization.in_front_of_sac(np.array([0.0, 5.0, 20.0]), sac, axis) is None
+
+
+def _oblique_flipped(vol: Volume, degrees: float = 20.0) -> Volume:
+    """``vol`` tilted by ``degrees`` about the left-right axis, its columns stored in reverse order."""
+    t = np.radians(degrees)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
+    direction = tilt @ vol.direction
+    origin = np.asarray(vol.origin) + (vol.shape[2] - 1) * vol.spacing[0] * direction[:, 0]
+    direction[:, 0] *= -1
+    return Volume(np.ascontiguousarray(vol.array[:, :, ::-1]), vol.spacing, tuple(origin), direction)
+
+
+def test_the_disc_caution_does_not_depend_on_orientation_or_storage_order():
+    for cols, in_front in ((slice(52, 58), True), (slice(82, 88), False)):
+        volumes = _tumor_beside_a_sac((115.0, 121.0), cols)
+        plain = localize_tumors(*volumes)[0]
+        turned = localize_tumors(*(_oblique_flipped(v) for v in volumes))[0]
+        assert (plain.centre_disc, plain.in_front_of_sac) == (turned.centre_disc, turned.in_front_of_sac) \
+            == ("L2-L3", in_front)
+        assert localization.cautions(turned, "extradural") == localization.cautions(plain, "extradural")
