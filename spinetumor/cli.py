@@ -59,12 +59,17 @@ def _cmd_run(args) -> int:
             print(summary)
         else:
             analysis = run_study(source, Path(args.out), device=args.device, progress=progress)
-            tumors = analysis.report["tumors"]
-            print(f"{len(tumors)} tumor(s) found" + "".join(
-                f"\n  tumor {t['id']}: {t['type']} at {' '.join(t['levels']) or 'no labeled level'}, "
-                f"{t['volume_ml']:.2f} mL" for t in tumors))
+            print(found_lines(analysis.report["tumors"]))
             print(Path(args.out) / "report.html")
     return 0
+
+
+def found_lines(tumors: list[dict]) -> str:
+    """What ``spinetumor run`` prints about one study: the tumor count, a line per tumor, and
+    each of its cautions (``tumors[].cautions``) on a line of its own below it."""
+    return f"{len(tumors)} tumor(s) found" + "".join(
+        f"\n  tumor {t['id']}: {t['type']} at {' '.join(t['levels']) or 'no labeled level'}, {t['volume_ml']:.2f} mL"
+        + "".join(f"\n    caution: {caution}" for caution in t.get("cautions", [])) for t in tumors)
 
 
 def _is_dicom_folder(folder: Path) -> bool:

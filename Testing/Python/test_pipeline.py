@@ -111,6 +111,16 @@ def test_run_bad_input_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_run_prints_each_tumor_with_its_cautions_below_it():
+    from spinetumor.cli import found_lines
+
+    tumors = [{"id": 1, "type": "extradural", "levels": ["T10", "T11"], "volume_ml": 0.308, "cautions": ["a disc?"]},
+              {"id": 2, "type": "extradural", "levels": [], "volume_ml": 0.255, "cautions": []}]
+    assert found_lines(tumors).splitlines() == ["2 tumor(s) found", "  tumor 1: extradural at T10 T11, 0.31 mL",
+                                                "    caution: a disc?", "  tumor 2: extradural at no labeled level, 0.26 mL"]
+    assert found_lines([]) == "0 tumor(s) found"
+
+
 def test_run_refuses_zero_threads_in_one_line(tmp_path):
     write_volume(generate(3, tumor="none").image, tmp_path / "case.nii.gz")
     result = subprocess.run([sys.executable, "-m", "spinetumor", "run", str(tmp_path / "case.nii.gz"),
