@@ -255,7 +255,7 @@ def test_thick_real_validation_summary_reads_validation_rows_only():
 
 
 def test_tumor_free_real_groups_scans_by_what_the_tumor_models_saw_and_lists_findings():
-    from benchmarks.tumor_free_real import GROUPS, findings, scan_groups
+    from benchmarks.tumor_free_real import GROUPS, findings, scan_groups, totals
 
     groups = scan_groups(["chu_02", "chu_13", "chu_17", "chu_99"])
     assert groups == {"chu_02": GROUPS[0], "chu_13": GROUPS[1], "chu_17": GROUPS[2], "chu_99": "other"}
@@ -263,3 +263,6 @@ def test_tumor_free_real_groups_scans_by_what_the_tumor_models_saw_and_lists_fin
                          {"type": "intramedullary", "levels": [], "volume_ml": 1.0, "cautions": []}]}
     assert findings(report) == ["extradural at L4–L5, 0.37 ml, disc caution",
                                 "intramedullary at no labeled level, 1.00 ml"]
+    assert totals(report["tumors"]) == ("False findings: 2 in all, 0.37-1.00 ml; 1 of them with the disc caution "
+                                        "(`tumors[].cautions`).")
+    assert totals([]) == "No false finding in any scan."
