@@ -266,3 +266,19 @@ def test_tumor_free_real_groups_scans_by_what_the_tumor_models_saw_and_lists_fin
     assert totals(report["tumors"]) == ("False findings: 2 in all, 0.37-1.00 ml; 1 of them with the disc caution "
                                         "(`tumors[].cautions`).")
     assert totals([]) == "No false finding in any scan."
+
+
+def test_other_findings_tell_fragments_of_the_true_tumor_from_extra_detections():
+    from benchmarks.pipeline import other_findings
+
+    truth = np.zeros((4, 10, 10), np.uint8)
+    truth[1:3, 2:6, 2:6] = 1
+    found = np.zeros_like(truth)
+    found[1:3, 2:5, 2:5] = 1          # the scored finding
+    found[2, 5, 5] = 2                # one voxel of the tumor, reported apart
+    found[0, 8:10, 8:10] = 3          # nowhere near it
+    tumors = [{"id": 1}, {"id": 2}, {"id": 3}]
+    fragments, extra = other_findings(tumors, tumors[0], found, truth)
+    assert [t["id"] for t in fragments] == [2] and [t["id"] for t in extra] == [3]
+    fragments, extra = other_findings(tumors, None, found, np.zeros_like(truth))
+    assert fragments == [] and [t["id"] for t in extra] == [1, 2, 3]
