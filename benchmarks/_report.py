@@ -58,3 +58,16 @@ def outline_phrase(net_boundary) -> str:
         return "tumors keep the forest's own outline"
     return (f"each tumor the forest keeps is drawn along the network's outline, probability >= {net_boundary:g} "
             "connected to it (its own outline where the network marks none of it)")
+
+
+def caution_kinds(tumor: dict) -> list[str]:
+    """Short names of a report tumor's cautions ("disc", "one-slice"), in the report's order.
+
+    Why: the benchmarks count each kind apart, and the report holds the cautions as sentences
+    (``spinetumor.localization.cautions``).
+    """
+    from spinetumor.localization import DISC_CAUTION, ONE_SLICE_CAUTION
+
+    disc_start = DISC_CAUTION.split("{disc}")[0]
+    return ["disc" if text.startswith(disc_start) else "one-slice" if text == ONE_SLICE_CAUTION else "other"
+            for text in tumor["cautions"]]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
+from _report import caution_kinds, machine, write_section  # noqa: E402
 
 from spinetumor import labels  # noqa: E402
 from spinetumor.demo import insert_phantom_tumor  # noqa: E402
@@ -156,12 +156,14 @@ def main(argv=None) -> int:
                 "levels_right": bool(match and match["levels"] == truth["levels"]),
                 "truth_levels": " ".join(truth["levels"]), "found_levels": " ".join(match["levels"]) if match else "",
                 "seconds": total,
-                "caution": bool(match and match["cautions"]),
+                "caution": bool(match and "disc" in caution_kinds(match)),
+                "one_slice": bool(match and "one-slice" in caution_kinds(match)),
             })
             fragments, extra = other_findings(analysis.report["tumors"], match, analysis.tumor_instances.array,
                                               case.tumor.array)
             rows[-1].update(fragments=len(fragments), false_tumors=len(extra),
-                            false_with_caution=sum(bool(t["cautions"]) for t in extra))
+                            false_with_caution=sum("disc" in caution_kinds(t) for t in extra),
+                            false_one_slice=sum("one-slice" in caution_kinds(t) for t in extra))
             print(rows[-1], flush=True)
             seed += 1
     real = real_scan_timing(args.repeat, args.baseline) if CHU.exists() and not candidate else ""
@@ -190,6 +192,9 @@ def main(argv=None) -> int:
         f"{sum(r['caution'] for r in found if r['type'] == 'extradural')}/"
         f"{sum(r['type'] == 'extradural' for r in found)}) and on {sum(r['false_with_caution'] for r in rows)} of "
         f"the {sum(r['false_tumors'] for r in rows)} extra detections",
+        f"- One-slice caution (a finding that one sagittal slice holds): on {sum(r['one_slice'] for r in found)}/"
+        f"{len(found)} found tumors and on {sum(r['false_one_slice'] for r in rows)} of the "
+        f"{sum(r['false_tumors'] for r in rows)} extra detections",
         "",
         "| seed | type | size (i x j x k) | found | type right | rule | true levels | found levels | fragments | extra | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import caution_kinds, machine, write_section  # noqa: E402
 from benchmarks.real_anatomy import VALIDATION_SCANS  # noqa: E402
 
 TITLE = "Tumor-free real scans: false findings"
@@ -53,16 +53,18 @@ def findings(report: dict) -> list[str]:
     from spinetumor.report import level_span
 
     return [f"{t['type']} at {level_span(t['levels'])}, {t['volume_ml']:.2f} ml"
-            f"{', disc caution' if t['cautions'] else ''}" for t in report["tumors"]]
+            + "".join(f", {kind} caution" for kind in caution_kinds(t)) for t in report["tumors"]]
 
 
 def totals(tumors: list[dict]) -> str:
-    """One sentence on all the false findings: how many, their volume range, how many carry the disc caution."""
+    """One sentence on all the false findings: how many, their volume range, how many carry each caution."""
     if not tumors:
         return "No false finding in any scan."
     volumes = [t["volume_ml"] for t in tumors]
+    count = {kind: sum(kind in caution_kinds(t) for t in tumors) for kind in ("disc", "one-slice")}
     return (f"False findings: {len(tumors)} in all, {min(volumes):.2f}-{max(volumes):.2f} ml; "
-            f"{sum(bool(t['cautions']) for t in tumors)} of them with the disc caution (`tumors[].cautions`).")
+            f"{count['disc']} of them with the disc caution and {count['one-slice']} with the one-slice caution "
+            f"(`tumors[].cautions`).")
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,9 @@ SAC_SLAB_MM = 5.0
 #: The caution of an extradural finding centred on a disc space in front of the sac (:func:`cautions`).
 DISC_CAUTION = ("it is centred on the {disc} disc space in front of the dural sac, where a disc herniation "
                 "or bulge looks alike on sagittal T2: compare with the axial images")
+#: The caution of a finding that only one sagittal slice holds (:func:`cautions`).
+ONE_SLICE_CAUTION = ("it is seen on one sagittal slice only, where the partial volume of the dural sac's or the "
+                     "epidural fat's edge can look like a mass: check the neighbouring slices and the axial images")
 #: Depth (mm, span of the tumor's voxel centres along the spine axis) a tumor must reach into a
 #: level's slab for that level to count among the levels it spans (:func:`tumor_levels`).
 MIN_LEVEL_DEPTH_MM = 1.0
@@ -291,7 +294,8 @@ class TumorLocation:
 
     ``centre_disc``: the disc space holding the centroid (None when it lies in a body's part of
     its level, or without labels); ``in_front_of_sac``: whether the centroid lies anterior to the
-    sac at its height (:func:`in_front_of_sac`; None without a sac mask or sac there).
+    sac at its height (:func:`in_front_of_sac`; None without a sac mask or sac there);
+    ``sagittal_slices``: how many sagittal (left-right) slices hold some of the tumor.
     """
 
     id: int
@@ -307,6 +311,7 @@ class TumorLocation:
     canal_compromise_percent: float | None = None
     centre_disc: str | None = None
     in_front_of_sac: bool | None = None
+    sagittal_slices: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -400,6 +405,7 @@ def localize_tumors(tumor: Volume, vertebrae: Volume | None = None, canal: Volum
         if canal_ras is not None:
             loc.in_front_of_sac = in_front_of_sac(centroid, canal_ras, spine_axis)
         mask = canon_inst.array == tid
+        loc.sagittal_slices = int(mask.any(axis=(1, 2)).sum())
         loc.compartment, loc.compartment_scores = compartment_rule(mask, canon_canal, canon_cord)
         if canon_canal is not None:
             loc.canal_compromise_percent = canal_compromise(mask, canon_canal, canon_inst.spacing)
@@ -424,10 +430,16 @@ def cautions(location: TumorLocation, type_name: str) -> list[str]:
     An extradural finding (by the CNN or the geometric rule) whose centroid lies in a disc
     space, in front of the sac, is where a disc herniation or bulge lies: on a sagittal T2 the
     two look alike, and the networks were never shown discs as a class of their own.
+    A finding that one sagittal slice holds: most false findings on tumor-free real scans are
+    such single slices, at the edge of the sac or in the fat behind it, where a thick slice
+    averages the two (``benchmarks/tumor_free_real.py``); a small true tumor can be one too, so
+    it is cautioned, not dropped.
     """
     out = []
     if "extradural" in (type_name, location.compartment) and location.centre_disc and location.in_front_of_sac:
         out.append(DISC_CAUTION.format(disc=location.centre_disc))
+    if location.sagittal_slices == 1:
+        out.append(ONE_SLICE_CAUTION)
     return out
 
 

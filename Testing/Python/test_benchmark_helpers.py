@@ -259,12 +259,18 @@ def test_tumor_free_real_groups_scans_by_what_the_tumor_models_saw_and_lists_fin
 
     groups = scan_groups(["chu_02", "chu_13", "chu_17", "chu_99"])
     assert groups == {"chu_02": GROUPS[0], "chu_13": GROUPS[1], "chu_17": GROUPS[2], "chu_99": "other"}
-    report = {"tumors": [{"type": "extradural", "levels": ["L4", "L5"], "volume_ml": 0.374, "cautions": ["x"]},
+    from spinetumor.localization import DISC_CAUTION, ONE_SLICE_CAUTION
+
+    disc = DISC_CAUTION.format(disc="L4-L5")
+    report = {"tumors": [{"type": "extradural", "levels": ["L4", "L5"], "volume_ml": 0.374,
+                          "cautions": [disc, ONE_SLICE_CAUTION]},
+                         {"type": "extradural", "levels": ["L3"], "volume_ml": 0.445, "cautions": [ONE_SLICE_CAUTION]},
                          {"type": "intramedullary", "levels": [], "volume_ml": 1.0, "cautions": []}]}
-    assert findings(report) == ["extradural at L4–L5, 0.37 ml, disc caution",
+    assert findings(report) == ["extradural at L4–L5, 0.37 ml, disc caution, one-slice caution",
+                                "extradural at L3, 0.45 ml, one-slice caution",
                                 "intramedullary at no labeled level, 1.00 ml"]
-    assert totals(report["tumors"]) == ("False findings: 2 in all, 0.37-1.00 ml; 1 of them with the disc caution "
-                                        "(`tumors[].cautions`).")
+    assert totals(report["tumors"]) == ("False findings: 3 in all, 0.37-1.00 ml; 1 of them with the disc caution "
+                                        "and 2 with the one-slice caution (`tumors[].cautions`).")
     assert totals([]) == "No false finding in any scan."
 
 

@@ -286,3 +286,20 @@ def test_the_disc_caution_does_not_depend_on_orientation_or_storage_order():
         assert (plain.centre_disc, plain.in_front_of_sac) == (turned.centre_disc, turned.in_front_of_sac) \
             == ("L2-L3", in_front)
         assert localization.cautions(turned, "extradural") == localization.cautions(plain, "extradural")
+
+
+def test_a_finding_on_one_sagittal_slice_is_cautioned_whatever_the_storage_order():
+    from spinetumor.volume import Reorientation, reorient
+
+    tumor, vert, sac = _tumor_beside_a_sac((100.0, 110.0), slice(82, 88))  # behind the sac, in L2's part
+    one = tumor.with_array(np.zeros_like(tumor.array))
+    one.array[10, 200:220, 82:88] = 1                                      # sagittal slice 10 only
+    for volumes, slices in (((tumor, vert, sac), 4), ((one, vert, sac), 1)):
+        for view in (volumes, tuple(_oblique_flipped(v) for v in volumes)):
+            loc = localize_tumors(*view)[0]
+            assert loc.sagittal_slices == slices
+            expected = [localization.ONE_SLICE_CAUTION] if slices == 1 else []
+            assert localization.cautions(loc, "extradural") == expected
+    # the same single slice stored with the left-right axis last in the array (another layout)
+    other = localize_tumors(*(reorient(v, Reorientation((2, 1, 0), (True, False, False))) for v in (one, vert, sac)))[0]
+    assert other.sagittal_slices == 1 and localization.cautions(other, "intramedullary") == [localization.ONE_SLICE_CAUTION]
