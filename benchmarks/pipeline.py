@@ -156,13 +156,13 @@ def main(argv=None) -> int:
                 "levels_right": bool(match and match["levels"] == truth["levels"]),
                 "truth_levels": " ".join(truth["levels"]), "found_levels": " ".join(match["levels"]) if match else "",
                 "seconds": total,
-                "caution": bool(match and "disc" in caution_kinds(match)),
+                "disc_caution": bool(match and "disc" in caution_kinds(match)),
                 "one_slice": bool(match and "one-slice" in caution_kinds(match)),
             })
             fragments, extra = other_findings(analysis.report["tumors"], match, analysis.tumor_instances.array,
                                               case.tumor.array)
             rows[-1].update(fragments=len(fragments), false_tumors=len(extra),
-                            false_with_caution=sum("disc" in caution_kinds(t) for t in extra),
+                            false_disc_caution=sum("disc" in caution_kinds(t) for t in extra),
                             false_one_slice=sum("one-slice" in caution_kinds(t) for t in extra))
             print(rows[-1], flush=True)
             seed += 1
@@ -187,10 +187,10 @@ def main(argv=None) -> int:
         f"tumors: {sum(r['rule_type'] == r['type'] for r in found)}/{len(found)}; CNN and rule agree (no "
         f"\"please review\" in the report): {sum(r['rule_type'] == r['cnn_type'] for r in found)}/{len(found)}",
         f"- Disc caution (`tumors[].cautions`: an extradural finding centred on a disc space in front of the sac, "
-        f"where a disc herniation looks alike): on {sum(r['caution'] for r in found)}/{len(found)} found tumors "
+        f"where a disc herniation looks alike): on {sum(r['disc_caution'] for r in found)}/{len(found)} found tumors "
         f"(every one a tumor here, so each caution is a false alarm; extradural "
-        f"{sum(r['caution'] for r in found if r['type'] == 'extradural')}/"
-        f"{sum(r['type'] == 'extradural' for r in found)}) and on {sum(r['false_with_caution'] for r in rows)} of "
+        f"{sum(r['disc_caution'] for r in found if r['type'] == 'extradural')}/"
+        f"{sum(r['type'] == 'extradural' for r in found)}) and on {sum(r['false_disc_caution'] for r in rows)} of "
         f"the {sum(r['false_tumors'] for r in rows)} extra detections",
         f"- One-slice caution (a finding that one sagittal slice holds): on {sum(r['one_slice'] for r in found)}/"
         f"{len(found)} found tumors and on {sum(r['false_one_slice'] for r in rows)} of the "

@@ -6,7 +6,7 @@ Every Chu scan (none holds a tumor) goes through ``spinetumor.pipeline.analyze``
 ``spinetumor run`` would take it (labeling model, canal and cord, forest with its tumor network,
 CNN, localization), as it is (1 mm sagittal slices) and averaged into 3 mm and 5 mm slices
 (``thick_acquisition``). Every finding is a false one; the table lists each with its type,
-levels, volume and whether the report cautions that it may be a disc (``tumors[].cautions``).
+levels, volume and the cautions the report gives it (``tumors[].cautions``: disc, one-slice).
 
 The scans are grouped by what the tumor models saw, since a scan a model was trained on says
 little about the scans it was not: the tumor network and the forest were trained on the
@@ -49,7 +49,7 @@ def scan_groups(scans: list[str]) -> dict:
 
 
 def findings(report: dict) -> list[str]:
-    """One short description per finding of a report: type, levels, volume, caution."""
+    """One short description per finding of a report: type, levels, volume, cautions."""
     from spinetumor.report import level_span
 
     return [f"{t['type']} at {level_span(t['levels'])}, {t['volume_ml']:.2f} ml"
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         "without inserted tumors; chu_13 and chu_14 chose the shipped forest; chu_17..19 served no tumor model, and the labeling model chose its best epoch on them). "
         "Only the held-out group says how the pipeline does on scans it has not met.", "",
         *summary, "", totals(false_tumors), "",
-        "| scan | group | slices | findings | each finding: type, levels, volume |",
+        "| scan | group | slices | findings | each finding: type, levels, volume, cautions |",
         "|---|---|---|---|---|", *rows, ""])
     print(body)
     if not args.no_write:
